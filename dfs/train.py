@@ -1,0 +1,309 @@
+"""One trainer for every model in dfs: the 2-D toy, autoencoders, latent and pixel diffusion, the face swap.
+
+A model plugs in through a *loss function* ``loss_fn(model, batch, step) -> loss`` (a scalar tensor, or a dict
+with ``"loss"`` and any other numbers to log) and a *data source*: either a callable ``data(step, generator)``
+returning a batch, or any iterable (a DataLoader), cycled. Everything else lives here:
+
+* devices and mixed precision through 🤗 ``accelerate`` (CPU, one GPU or several with no code change; bf16 on GPU);
+* an EMA copy of the weights (``trainer.ema_model``);
+* checkpoints as safetensors, written atomically (a temporary folder renamed into place), so a run killed at
+  any moment resumes from the last complete checkpoint with ``TrainConfig(resume=True)``;
+* exact resume: every step's randomness is a function of ``(seed, step)``, so an interrupted and resumed run
+  ends with the same weights as an uninterrupted one (tested in ``tests/test_train.py``);
+* a progress bar with loss and it/s, and optional wandb logging (offline-safe: ``WANDB_MODE=offline``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+
+LossFn = Callable[[torch.nn.Module, Any, int], "torch.Tensor | dict"]
+CHECKPOINT_PREFIX = "step_"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64              # for data callables that read it; the trainer itself does not batch
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0             # linear learning-rate warm-up
+    grad_clip: float | None = 1.0     # max global grad norm; None turns clipping off
+    ema_decay: float | None = 0.999   # None: no EMA copy
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0         # steps between checkpoints; 0: only at the end (when a dir is given)
+    keep_checkpoints: int = 2
+    resume: bool = True               # continue from the newest complete checkpoint in checkpoint_dir
+    log_every: int = 50
+    progress: bool = True
+    mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (accelerate's names)
+    device: str | None = None         # None: accelerate decides (CUDA when present); "cpu" forces the CPU
+    wandb_project: str | None = None
+    extra: dict = field(default_factory=dict)  # anything a caller wants stored with the checkpoints
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"steps must be ≥ 0, got {self.steps}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        if self.checkpoint_every < 0 or self.log_every <= 0:
+            raise ValueError("checkpoint_every must be ≥ 0 and log_every > 0")
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one training step: a function of (run seed, step) only, which makes resume exact."""
+    return (seed * 1_000_003 + step) % (2**63 - 1)
+
+
+def _cycle(iterable: Iterable, skip: int):
+    """Cycle an iterable for ever, skipping the first ``skip`` items (those a resumed run already used)."""
+    n = 0
+    while True:
+        empty = True
+        for item in iterable:
+            empty = False
+            if n >= skip:
+                yield item
+            n += 1
+        if empty:
+            raise ValueError("the training data iterable is empty")
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+class Trainer:
+    """Train ``model`` by minimising ``loss_fn`` over ``data`` (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, data, config: TrainConfig | None = None,
+                 optimizer: torch.optim.Optimizer | None = None):
+        from accelerate import Accelerator
+
+        self.config = cfg = config or TrainConfig()
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=(cfg.device == "cpu"))
+        self.device = self.accelerator.device
+        self.loss_fn, self.data = loss_fn, data
+        torch.manual_seed(cfg.seed)
+        self.optimizer = optimizer or torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.adam_betas,
+            weight_decay=cfg.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        raw = self.accelerator.unwrap_model(self.model)
+        self._ema = None
+        if cfg.ema_decay is not None:
+            self._ema = copy.deepcopy(raw).eval().requires_grad_(False)
+        self.step = 0
+        self.history: list[dict] = []
+        self._wandb = None
+        if cfg.checkpoint_dir and cfg.resume:
+            latest = latest_checkpoint(cfg.checkpoint_dir)
+            if latest is not None:
+                self.load_checkpoint(latest)
+
+    # -- weights --------------------------------------------------------------------------------------
+    @property
+    def raw_model(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def ema_model(self) -> torch.nn.Module:
+        """The EMA weights (the live model when EMA is off)."""
+        return self._ema if self._ema is not None else self.raw_model
+
+    @torch.no_grad()
+    def _update_ema(self):
+        # Warm-up as in Ho et al.'s code: decay = min(decay, (1 + n) / (10 + n)), so early averages are short.
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        ema_p = [p for p in self._ema.parameters()]
+        live_p = [p.detach() for p in self.raw_model.parameters()]
+        torch._foreach_lerp_(ema_p, live_p, 1 - decay)
+        for b_ema, b in zip(self._ema.buffers(), self.raw_model.buffers()):
+            b_ema.copy_(b)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def _batches(self):
+        if callable(self.data) and not isinstance(self.data, Iterable):
+            while True:
+                g = torch.Generator().manual_seed(step_seed(self.config.seed, self.step))
+                yield self.data(self.step, g)
+        else:
+            yield from _cycle(self.data, skip=self.step)
+
+    def _lr(self) -> float:
+        w = self.config.warmup_steps
+        return self.config.lr * (min(1.0, (self.step + 1) / w) if w > 0 else 1.0)
+
+    def train_step(self, batch) -> dict:
+        cfg = self.config
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        with self.accelerator.autocast():
+            out = self.loss_fn(self.model, batch, self.step)
+        out = out if isinstance(out, dict) else {"loss": out}
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {self.step}; lower the learning rate "
+                                     f"(now {self._lr():g}) or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if cfg.grad_clip is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        if self._ema is not None:
+            self._update_ema()
+        return {k: (v.detach().float().item() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+
+    def fit(self, steps: int | None = None) -> list[dict]:
+        """Train until ``steps`` (default ``config.steps``) total steps; returns the logged history.
+
+        Ctrl-C (or a kill that Python sees as KeyboardInterrupt) writes a checkpoint first when a
+        checkpoint_dir is set, then re-raises: nothing trained is lost.
+        """
+        cfg = self.config
+        total = cfg.steps if steps is None else steps
+        self._start_wandb()
+        bar = tqdm(total=total, initial=self.step, desc="training", disable=not cfg.progress, leave=False,
+                   dynamic_ncols=True)
+        batches = self._batches()
+        t0, window = time.perf_counter(), []
+        try:
+            while self.step < total:
+                torch.manual_seed(step_seed(cfg.seed, self.step))
+                batch = _to_device(next(batches), self.device)
+                logs = self.train_step(batch)
+                window.append(logs)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == total:
+                    row = {"step": self.step, "seconds": round(time.perf_counter() - t0, 3), "lr": self._lr()}
+                    row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]
+                                if isinstance(window[0][k], (int, float))})
+                    window = []
+                    self.history.append(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    if self._wandb is not None:
+                        self._wandb.log(row, step=self.step)
+                if cfg.checkpoint_dir and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            if cfg.checkpoint_dir:
+                path = self.save_checkpoint()
+                bar.write(f"interrupted at step {self.step}: checkpoint written to {path}; run again to resume")
+            raise
+        finally:
+            bar.close()
+        if cfg.checkpoint_dir and (not self.history or latest_step(cfg.checkpoint_dir) != self.step):
+            self.save_checkpoint()
+        return self.history
+
+    def _start_wandb(self):
+        if self.config.wandb_project and self._wandb is None:
+            import wandb
+
+            self._wandb = wandb
+            wandb.init(project=self.config.wandb_project, config=asdict(self.config),
+                       mode=os.environ.get("WANDB_MODE", "offline"))
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Write ``<checkpoint_dir>/step_NNNNNNN/`` atomically and prune old ones; returns its path."""
+        root = Path(self.config.checkpoint_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"{CHECKPOINT_PREFIX}{self.step:07d}"
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".incomplete-"))
+        try:
+            save_model(self.raw_model, str(tmp / "model.safetensors"))
+            if self._ema is not None:
+                save_model(self._ema, str(tmp / "ema.safetensors"))
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            cfg = asdict(self.config)
+            (tmp / "state.json").write_text(json.dumps(
+                {"step": self.step, "history": self.history, "config": cfg}, indent=1, default=str))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        for old in list_checkpoints(root)[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        state_file = path / "state.json"
+        if not state_file.exists():
+            raise FileNotFoundError(f"{path} is not a complete dfs checkpoint (no state.json); "
+                                    f"delete it and resume from an earlier one")
+        _load_weights(self.raw_model, path / "model.safetensors")
+        if self._ema is not None:
+            ema_file = path / "ema.safetensors"
+            _load_weights(self._ema, ema_file if ema_file.exists() else path / "model.safetensors")
+        opt_state = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(opt_state)
+        state = json.loads(state_file.read_text())
+        self.step, self.history = int(state["step"]), list(state["history"])
+
+
+def _load_weights(model: torch.nn.Module, file: Path) -> None:
+    try:
+        missing, unexpected = load_model(model, str(file), strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise ValueError(f"{file} does not match this model ({str(e).splitlines()[-1].strip()}). "
+                         f"Was it written for another configuration?") from None
+    if missing or unexpected:
+        raise ValueError(f"{file} does not match this model: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}. Was it written for another configuration?")
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.json").exists()]
+    return sorted(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def latest_step(root: str | Path) -> int | None:
+    last = latest_checkpoint(root)
+    return int(last.name[len(CHECKPOINT_PREFIX):]) if last else None
+
+
+def load_weights(model: torch.nn.Module, checkpoint: str | Path, ema: bool = True) -> torch.nn.Module:
+    """Load a checkpoint folder's (EMA) weights, or a ``.safetensors`` file, into ``model``; returns it."""
+    p = Path(checkpoint)
+    if p.is_dir():
+        p = p / ("ema.safetensors" if ema and (p / "ema.safetensors").exists() else "model.safetensors")
+    if not p.exists():
+        raise FileNotFoundError(f"no weights at {p}")
+    _load_weights(model, p)
+    return model
