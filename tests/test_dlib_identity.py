@@ -115,6 +115,31 @@ def test_model_file_holds_dlib_face_recognition_resnet():
     assert n_params == sum(p.numel() for p in load_dlib_resnet(cache=False).parameters())
 
 
+def _enc_int(v: int) -> bytes:  # dlib's integer encoding, written from its spec (serialize.h)
+    mag = abs(v).to_bytes(max(1, (abs(v).bit_length() + 7) // 8), "little")
+    return bytes([len(mag) | (0x80 if v < 0 else 0)]) + mag
+
+
+def _enc_tensor(values, shape) -> bytes:  # tensor version 2: header + little-endian float32
+    return _enc_int(2) + b"".join(map(_enc_int, shape)) + np.asarray(values, "<f4").tobytes()
+
+
+def test_batch_norm_layer_is_read_as_its_inference_affine():
+    """bn_con2 (gamma, beta, running mean/variance, eps) -> gamma' = gamma/sqrt(var+eps), beta' = beta - gamma'·mean."""
+    from dfs.faces.dlib_format import _layer_details
+    alias = _enc_int(1) + b"".join(map(_enc_int, (1, 2, 1, 1)))
+    zero = _enc_int(1) + _enc_int(0)  # the float 0 (mantissa 0, exponent 0)
+    eps = _enc_int(1) + _enc_int(-2)  # 1 * 2**-2 = 0.25
+    data = (_enc_int(7) + b"bn_con2" + _enc_tensor([2.0, -1.0, 0.5, 3.0], (1, 4, 1, 1)) + alias + alias
+            + _enc_tensor([], (0, 0, 0, 0)) * 2 + _enc_tensor([1.0, 2.0], (1, 2, 1, 1))
+            + _enc_tensor([3.75, 0.0], (1, 2, 1, 1)) + _enc_int(100) + _enc_int(1000) + zero * 4 + eps)
+    r = Reader(data)
+    layer = _layer_details(r)
+    assert r.pos == len(data) and layer.kind == "affine" and layer.params["conv_mode"]
+    np.testing.assert_allclose(layer.tensors["gamma"], [2.0 / 2.0, -1.0 / 0.5])       # sqrt(4), sqrt(0.25)
+    np.testing.assert_allclose(layer.tensors["beta"], [0.5 - 1.0 * 1.0, 3.0 + 2.0 * 2.0])
+
+
 @pytest.mark.parametrize("keep", [20, 300, 1_000_000, -3])
 def test_truncated_file_is_rejected_with_position(tmp_path, keep):
     data = dlib_model_path().read_bytes()

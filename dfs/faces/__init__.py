@@ -4,4 +4,5 @@
     dfs.faces.identity      differentiable identity encoders: IdentityEncoder, DlibResNetEncoder (dlib's ResNet
                             in PyTorch, checked against dlib itself)
     dfs.faces.dlib_chips    dlib's HOG detector + 5 landmarks + get_face_chip: the chips DlibResNetEncoder expects
+    dfs.faces.verification  LFW-style pairs: ROC AUC and accuracy per fold for any identity encoder
 """
