@@ -223,37 +223,46 @@ def predict_eps_from_x0(sched: NoiseSchedule, x_t: torch.Tensor, t, x0: torch.Te
     return (extract(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / extract(sched.sqrt_recipm1_alphas_cumprod, t, x_t)
 
 
-VARIANCES = ("fixed_small", "fixed_large")
+VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 
 
 def p_mean_variance(sched: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, variance: str = "fixed_small",
-                    clip_x0: float | None = None) -> dict[str, torch.Tensor]:
-    """The reverse step p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I) of an ε-model with fixed variance.
+                    clip_x0: float | None = None, v: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The reverse step p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), Σ_θ(x_t, t)) of an ε-model.
 
     μ_θ(x_t, t) = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε_θ(x_t, t))   (Ho et al. eq. 11), computed here as
     μ̃_t(x_t, x̂_0) with x̂_0 from :func:`predict_x0_from_eps`, which is the same number and lets ``clip_x0``
     clip x̂_0 to [−c, c] as diffusers does for images.
-    σ_t² = β̃_t (``"fixed_small"``, the posterior's variance) or β_t (``"fixed_large"``), Ho et al. §3.2.
+    Σ_θ = σ_t² I with σ_t² = β̃_t (``"fixed_small"``, the posterior's variance) or β_t (``"fixed_large"``),
+    Ho et al. §3.2; or, with ``"learned_range"``, the per-dimension interpolation of iDDPM eq. 15 with the
+    weight ``v`` (see :func:`learned_log_variance`; :func:`split_model_output` gets ε and v from a model).
     Returns ``mean``, ``variance``, ``log_variance`` and ``pred_x0``.
     """
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
+    if (variance == "learned_range") != (v is not None):
+        raise ValueError("pass v (the eq. 15 interpolation weight) exactly when variance='learned_range'")
     x0 = predict_x0_from_eps(sched, x_t, t, eps)
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
     mean, post_var, post_log_var = q_posterior_mean_variance(sched, x0, x_t, t)
     if variance == "fixed_small":
         var, log_var = post_var, post_log_var
-    else:
+    elif variance == "fixed_large":
         var = extract(sched.betas, t, x_t)
         log_var = var.log()
+    else:
+        log_var = learned_log_variance(sched, v, t)
+        var = log_var.exp()
     return {"mean": mean, "variance": var, "log_variance": log_var, "pred_x0": x0}
 
 
 def ddpm_step(sched: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, noise: torch.Tensor | None = None,
-              variance: str = "fixed_small", clip_x0: float | None = None) -> torch.Tensor:
-    """One ancestral step x_{t−1} = μ_θ(x_t, t) + σ_t z (Algorithm 2, line 4); no noise is added at t = 0."""
-    out = p_mean_variance(sched, eps, x_t, t, variance, clip_x0)
+              variance: str = "fixed_small", clip_x0: float | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+    """One ancestral step x_{t−1} = μ_θ(x_t, t) + σ_t z (Algorithm 2, line 4); no noise is added at t = 0.
+
+    With ``variance="learned_range"`` pass ``v`` (iDDPM eq. 15); σ_t² is then per dimension."""
+    out = p_mean_variance(sched, eps, x_t, t, variance, clip_x0, v)
     noise = torch.randn_like(x_t) if noise is None else noise
     _check_same_shape(x_t=x_t, noise=noise)
     t = _check_t(t, x_t, sched.T)
@@ -326,6 +335,8 @@ def ddpm_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, generator: tor
                 return_trajectory: bool = False, progress: bool = True):
     """Ancestral sampling, Algorithm 2: x_T ~ N(0, I), then x_{t−1} = μ_θ(x_t, t) + σ_t z for t = T … 1.
 
+    With ``variance="learned_range"`` the model returns ε and v stacked on dim 1 (:func:`split_model_output`).
+    To sample with K < T steps, pass a respaced schedule and model (:func:`respace`, :class:`RespacedModel`).
     Returns x_0 (and, with ``return_trajectory``, a tensor (T+1, *shape) of every x_t from x_T to x_0).
     ``generator`` makes the draw repeatable (noise is drawn on the CPU, then moved).
     """
@@ -334,7 +345,9 @@ def ddpm_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, generator: tor
     for t in tqdm(range(sched.T - 1, -1, -1), desc="DDPM sampling", disable=not progress, leave=False):
         tt = _timesteps_tensor(t, x.shape[0], x.device)
         z = torch.randn(x.shape, generator=generator).to(x) if t > 0 else torch.zeros_like(x)
-        x = ddpm_step(sched, eps_model(x, tt), x, tt, z, variance, clip_x0)
+        out = eps_model(x, tt)
+        eps, v = split_model_output(out) if variance == "learned_range" else (out, None)
+        x = ddpm_step(sched, eps, x, tt, z, variance, clip_x0, v)
         if traj is not None:
             traj.append(x.cpu())
     return (x, torch.stack(traj)) if return_trajectory else x
@@ -365,3 +378,311 @@ def ddim_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, steps: int = 5
         if traj is not None:
             traj.append(x.cpu())
     return (x, torch.stack(traj)) if return_trajectory else x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Learned variances (Nichol & Dhariwal 2021, "iDDPM", §3.1)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def split_model_output(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a learned-variance model's output (B, 2C, …) into ε (B, C, …) and the eq. 15 weight v.
+
+    The raw second half r is mapped to v = (r + 1)/2, as improved-diffusion's ``learned_range`` does, so
+    r ∈ [−1, 1] covers Σ_θ ∈ [β̃_t, β_t] and a model that outputs r = 0 starts at their geometric mean.
+    """
+    if out.dim() < 2 or out.shape[1] % 2:
+        raise ValueError(f"a learned-variance model must output 2·C channels on dim 1 (ε then v); "
+                         f"got shape {tuple(out.shape)}")
+    eps, r = out.chunk(2, dim=1)
+    return eps, (r + 1) / 2
+
+
+def learned_log_variance(sched: NoiseSchedule, v: torch.Tensor, t) -> torch.Tensor:
+    """log Σ_θ(x_t, t) = v log β_t + (1 − v) log β̃_t   (iDDPM eq. 15), per dimension.
+
+    v = 0 gives the posterior variance β̃_t (log clipped at t = 1 like everywhere here), v = 1 gives β_t.
+    """
+    log_beta = extract(sched.betas.log(), t, v)
+    log_beta_tilde = extract(sched.posterior_log_variance_clipped, t, v)
+    return v * log_beta + (1 - v) * log_beta_tilde
+
+
+def model_p_mean_variance(model: EpsModel, sched: NoiseSchedule, x_t: torch.Tensor, t, variance: str = "fixed_small",
+                          clip_x0: float | None = None) -> dict[str, torch.Tensor]:
+    """Run ``model`` and return :func:`p_mean_variance` of its output (ε, or ε and v for ``"learned_range"``)."""
+    out = model(x_t, _check_t(t, x_t, sched.T))
+    eps, v = split_model_output(out) if variance == "learned_range" else (out, None)
+    return p_mean_variance(sched, eps, x_t, t, variance, clip_x0, v)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The variational bound (thesis App. 3; Ho et al. eq. 5; iDDPM §2)
+# ----------------------------------------------------------------------------------------------------------
+#
+#   L_vlb = L_T + Σ_{t=2}^{T} L_{t−1} + L_0
+#   L_T     = KL(q(x_T | x_0) ‖ p(x_T))                                 the prior term (no parameters)
+#   L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)),  t ≥ 2     a KL between two Gaussians
+#   L_0     = −log p_θ(x_0 | x_1)                                      the decoder (discretised for 8-bit data)
+#
+# In code steps (0-based) L_{t−1} sits at t ≥ 1 and L_0 at t = 0: ``vlb_terms(...)["terms"][:, t]``.
+
+DECODERS = ("discretized", "gaussian")
+
+
+def normal_kl(mean1, log_var1, mean2, log_var2) -> torch.Tensor:
+    """KL(N(μ₁, σ₁²) ‖ N(μ₂, σ₂²)) per element, in nats:  ½ (log σ₂² − log σ₁² + (σ₁² + (μ₁ − μ₂)²)/σ₂² − 1)."""
+    return 0.5 * (log_var2 - log_var1 + torch.exp(log_var1 - log_var2) + (mean1 - mean2) ** 2 * torch.exp(-log_var2) - 1)
+
+
+def gaussian_log_likelihood(x: torch.Tensor, mean, log_var) -> torch.Tensor:
+    """log N(x; μ, σ²) per element (a density, for continuous data), in nats."""
+    return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 * torch.exp(-log_var))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean, log_var, bins: int = 256) -> torch.Tensor:
+    """log P(x) per element for data on ``bins`` levels scaled to [−1, 1] (Ho et al. eq. 13):
+
+        P(x) = ∫_{δ−(x)}^{δ+(x)} N(y; μ, σ²) dy,   δ±(x) = x ± 1/(bins − 1), with δ−(−1) = −∞ and δ+(1) = +∞,
+
+    i.e. a Gaussian integrated over the pixel's bin, the outermost bins reaching to infinity. Computed with
+    ``log_ndtr`` and the reflection Φ(b) − Φ(a) = Φ(−a) − Φ(−b), so it stays accurate far in the tails.
+    """
+    if not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"bins must be an integer ≥ 2 (256 for 8-bit data), got {bins!r}")
+    if x.numel() and float(x.detach().abs().max()) > 1 + 1e-6:
+        raise ValueError("discretised data must lie in [-1, 1] (8-bit pixels u ↦ u/127.5 − 1)")
+    half = 1.0 / (bins - 1)
+    inv_std = torch.exp(-0.5 * log_var)
+    a = (x - mean - half) * inv_std                        # lower edge, standardised
+    b = (x - mean + half) * inv_std                        # upper edge
+    flip = a > 0                                           # right tail: use Φ(−a) − Φ(−b) instead
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_hi = torch.special.log_ndtr(hi)
+    log_mid = log_hi + torch.log((-torch.expm1(torch.special.log_ndtr(lo) - log_hi)).clamp(min=torch.finfo(log_hi.dtype).tiny))
+    return torch.where(x < -1 + half, torch.special.log_ndtr(b),
+                       torch.where(x > 1 - half, torch.special.log_ndtr(-a), log_mid))
+
+
+def prior_kl(sched: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(q(x_T | x_0) ‖ N(0, I)) per sample (summed over dimensions), in nats."""
+    mean, var = q_mean_variance(sched, x0, sched.T - 1)
+    kl = normal_kl(mean, var.log(), torch.zeros_like(mean), torch.zeros_like(mean))
+    return kl.flatten(1).sum(1)
+
+
+def vlb_term(sched: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t, p: dict[str, torch.Tensor],
+             decoder: str = "discretized") -> torch.Tensor:
+    """One term of the bound per sample, in nats: L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) for
+    code step t ≥ 1 and L_0 = −log p_θ(x_0 | x_1) for t = 0 (thesis App. 3; Ho et al. eq. 5).
+
+    ``p`` is the output of :func:`p_mean_variance`. ``decoder="discretized"`` is Ho et al. eq. 13 for 8-bit data in
+    [−1, 1]; ``"gaussian"`` uses the density N(x_0; μ_θ(x_1, 1), σ_1²) for continuous data (nats, may be < 0).
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+    t = _check_t(t, x_t, sched.T)
+    true_mean, _, true_log_var = q_posterior_mean_variance(sched, x0, x_t, t)
+    kl = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"])
+    if decoder == "discretized":
+        nll = -discretized_gaussian_log_likelihood(x0, p["mean"], p["log_variance"])
+    else:
+        nll = -gaussian_log_likelihood(x0, p["mean"], p["log_variance"])
+    first = (t == 0).reshape(-1, *([1] * (x0.dim() - 1)))
+    return torch.where(first, nll, kl).flatten(1).sum(1)
+
+
+def _randn(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
+@torch.no_grad()
+def vlb_terms(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",
+              decoder: str = "discretized", max_batch: int = 16384, generator: torch.Generator | None = None,
+              clip_x0: float | None = None) -> dict[str, torch.Tensor]:
+    """Every term of L_vlb = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (thesis App. 3) for each sample of ``x0``.
+
+    Each KL term is exact given one draw x_t ~ q(x_t | x_0) per (sample, t) (the standard unbiased estimate
+    of Ho et al. / iDDPM). Batched: the T timesteps go through the model in chunks of ⌊max_batch / B⌋, each
+    chunk one call on all samples × those timesteps (no loop over samples).
+    Returns, per sample: ``prior`` (B,) = L_T; ``terms`` (B, T), column t = code step t (column 0 is L_0);
+    ``total`` (B,) in nats; ``bits_per_dim`` (B,) = total / (D ln 2), D = dimensions per sample.
+    """
+    B, T = x0.shape[0], sched.T
+    chunk = max(1, max_batch // max(B, 1))
+    terms = torch.empty(B, T, dtype=x0.dtype, device=x0.device)
+    for start in range(0, T, chunk):
+        ts = torch.arange(start, min(start + chunk, T), device=x0.device)
+        xb = x0.repeat(len(ts), *([1] * (x0.dim() - 1)))              # timestep-major: row k·B + i
+        tb = ts.repeat_interleave(B)
+        x_t = q_sample(sched, xb, tb, _randn(xb.shape, generator, xb))
+        p = model_p_mean_variance(model, sched, x_t, tb, variance, clip_x0)
+        terms[:, start:start + len(ts)] = vlb_term(sched, xb, x_t, tb, p, decoder).reshape(len(ts), B).T
+    prior = prior_kl(sched, x0)
+    total = prior + terms.sum(1)
+    return {"prior": prior, "terms": terms, "total": total,
+            "bits_per_dim": total / (x0[0].numel() * math.log(2))}
+
+
+def nll_bits_per_dim(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",
+                     batch_size: int = 512, **kwargs) -> torch.Tensor:
+    """The negative ELBO in bits per dimension, −ELBO/(D ln 2) ≥ −log₂ p_θ(x_0)/D, for each sample (B,).
+
+    This is the "NLL" of Ho et al. Table 2 and iDDPM Table 1 (an upper bound on the true NLL) for 8-bit data in
+    [−1, 1]. Samples go in batches of ``batch_size`` through :func:`vlb_terms` (keyword arguments pass on).
+    """
+    return torch.cat([vlb_terms(model, sched, x0[i:i + batch_size], variance, **kwargs)["bits_per_dim"]
+                      for i in range(0, len(x0), batch_size)])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training with the bound: L_hybrid and importance-sampled L_vlb (iDDPM §3.1, §3.3)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _vb_bits(sched, x0, x_t, t, p, decoder) -> torch.Tensor:
+    return vlb_term(sched, x0, x_t, t, p, decoder) / (x0[0].numel() * math.log(2))
+
+
+def loss_hybrid(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, lam: float = 0.001, t=None, noise=None,
+                generator: torch.Generator | None = None, decoder: str = "discretized", return_terms: bool = False):
+    """L_hybrid = L_simple + λ L_vlb, λ = 0.001   (iDDPM eq. 16), for a model that outputs ε and v (eq. 15).
+
+    L_vlb is estimated at the same uniform t as L_simple by T · L_t (one term of the sum, in bits/dim, as
+    improved-diffusion does). Its mean goes through a stop-gradient (ε detached), so L_simple alone trains
+    μ_θ and the L_vlb term trains only Σ_θ (iDDPM §3.1). ``return_terms`` gives ``{"loss", "mse", "vb"}``.
+    """
+    if lam < 0:
+        raise ValueError(f"the L_vlb weight λ must be ≥ 0, got {lam}")
+    if t is None:
+        t = sample_timesteps(sched, x0.shape[0], x0.device, generator)
+    t = _check_t(t, x0, sched.T)
+    noise = _randn(x0.shape, generator, x0) if noise is None else noise
+    x_t = q_sample(sched, x0, t, noise)
+    eps, v = split_model_output(model(x_t, t))
+    mse = torch.mean((noise - eps) ** 2)
+    p = p_mean_variance(sched, eps.detach(), x_t, t, "learned_range", v=v)
+    vb = sched.T * _vb_bits(sched, x0, x_t, t, p, decoder).mean()
+    loss = mse + lam * vb
+    return {"loss": loss, "mse": mse, "vb": vb} if return_terms else loss
+
+
+class ImportanceSampler:
+    """Timesteps t ~ p_t with p_t ∝ √E[L_t²] (iDDPM eq. 18 and §3.3), for a low-variance L_vlb estimate.
+
+    E[L_t²] is the mean of the last ``history`` values of L_t seen in training; until every t has that many,
+    t is uniform (iDDPM's warm-up). A ``uniform_prob`` share of uniform sampling keeps every p_t > 0.
+    :meth:`sample` also returns the weights 1/(T p_t), so E_{t∼p}[L_t/(T p_t)] = (1/T) Σ_t L_t, unbiased.
+    """
+
+    def __init__(self, T: int, history: int = 10, uniform_prob: float = 0.001):
+        _check_T(T)
+        if history < 1 or not 0 <= uniform_prob <= 1:
+            raise ValueError(f"need history ≥ 1 and 0 ≤ uniform_prob ≤ 1; got {history}, {uniform_prob}")
+        self.T, self.history, self.uniform_prob = T, history, uniform_prob
+        self._losses = torch.zeros(T, history, dtype=torch.float64)
+        self._count = torch.zeros(T, dtype=torch.long)
+
+    @property
+    def warm(self) -> bool:
+        return bool((self._count >= self.history).all())
+
+    def probs(self) -> torch.Tensor:
+        """p_t (float64, length T): uniform until warm, then ∝ √(mean of L_t²), mixed with ``uniform_prob``."""
+        if not self.warm:
+            return torch.full((self.T,), 1 / self.T, dtype=torch.float64)
+        p = (self._losses ** 2).mean(1).sqrt()
+        p = p / p.sum()
+        return p * (1 - self.uniform_prob) + self.uniform_prob / self.T
+
+    def sample(self, batch: int, device=None, generator: torch.Generator | None = None):
+        """``(t, weights)``: t ~ p_t (LongTensor (batch,)) and the importance weights 1/(T p_t)."""
+        p = self.probs()
+        t = torch.multinomial(p, batch, replacement=True, generator=generator)
+        return t.to(device), (1 / (self.T * p[t])).float().to(device)
+
+    def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record the per-sample losses L_t (a first-in-first-out history of ``history`` values per t)."""
+        t, losses = t.detach().cpu().long(), losses.detach().cpu().double()
+        if t.shape != losses.shape or t.dim() != 1:
+            raise ValueError(f"t and losses must both have shape (batch,); got {tuple(t.shape)}, {tuple(losses.shape)}")
+        for ti, li in zip(t.tolist(), losses.tolist()):
+            if self._count[ti] >= self.history:
+                self._losses[ti, :-1] = self._losses[ti, 1:].clone()
+                self._losses[ti, -1] = li
+            else:
+                self._losses[ti, self._count[ti]] = li
+            self._count[ti] += 1
+
+
+def loss_vlb(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, sampler: ImportanceSampler | None = None,
+             variance: str = "learned_range", t=None, noise=None, generator: torch.Generator | None = None,
+             decoder: str = "discretized") -> torch.Tensor:
+    """L_vlb alone as a training loss (iDDPM §3.3), in bits/dim: the mean over the batch of L_t/(T p_t).
+
+    With t uniform (``sampler=None``) every weight is 1; with an :class:`ImportanceSampler`, t ~ p_t and the
+    weights 1/(T p_t) keep the estimate unbiased (iDDPM eq. 18), and the sampler's history is updated with
+    the new L_t. Either way the value estimates (L_vlb − L_T)/T; L_T has no parameters. Mean and variance both
+    get gradients (no stop-gradient, unlike :func:`loss_hybrid`).
+    """
+    if sampler is not None and sampler.T != sched.T:
+        raise ValueError(f"the sampler was built for T={sampler.T} but the schedule has T={sched.T}")
+    weights = None
+    if t is None:
+        if sampler is not None:
+            t, weights = sampler.sample(x0.shape[0], x0.device, generator)
+        else:
+            t = sample_timesteps(sched, x0.shape[0], x0.device, generator)
+    t = _check_t(t, x0, sched.T)
+    noise = _randn(x0.shape, generator, x0) if noise is None else noise
+    x_t = q_sample(sched, x0, t, noise)
+    p = model_p_mean_variance(model, sched, x_t, t, variance)
+    vb = _vb_bits(sched, x0, x_t, t, p, decoder)
+    if sampler is not None:
+        sampler.update(t, vb)
+    return (vb * weights).mean() if weights is not None else vb.mean()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fewer sampling steps: timestep respacing (iDDPM §4)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def space_timesteps(T: int, K: int) -> list[int]:
+    """K of the T code timesteps, evenly spaced and always including the first (0) and the last (T − 1):
+    S_i = round(i (T − 1)/(K − 1)), i = 0 … K − 1 (improved-diffusion's ``space_timesteps`` for one section)."""
+    _check_T(T)
+    if not (isinstance(K, int) and 1 <= K <= T):
+        raise ValueError(f"the number of sampling steps K must be an integer in [1, T={T}], got {K!r}")
+    if K == 1:
+        return [T - 1]
+    return sorted({round(i * (T - 1) / (K - 1)) for i in range(K)})
+
+
+def respace(sched: NoiseSchedule, timesteps) -> tuple[NoiseSchedule, torch.Tensor]:
+    """A K-step chain over the kept steps S (an int K for :func:`space_timesteps`, or a list), iDDPM §4:
+
+        β'_i = 1 − ᾱ_{S_i} / ᾱ_{S_{i−1}}  (ᾱ_{S_{−1}} := 1),  hence ᾱ'_i = ᾱ_{S_i} and β̃'_i follows from eq. 4,
+
+    so x at new step i has exactly the marginal q(x_{S_i} | x_0) of the T-step chain and a model trained on
+    the T steps can be used unchanged. Returns the new schedule and the map i ↦ S_i (LongTensor (K,)) that
+    :class:`RespacedModel` uses to feed the model its original timesteps. Works for DDPM with fixed or learned
+    variances (those read β' and β̃') and for DDIM (which reads only ᾱ').
+    """
+    steps = space_timesteps(sched.T, timesteps) if isinstance(timesteps, int) else sorted(set(int(s) for s in timesteps))
+    if not steps or steps[0] < 0 or steps[-1] >= sched.T:
+        raise ValueError(f"kept timesteps must be a non-empty subset of [0, {sched.T - 1}]; got {steps[:5]}…")
+    S = torch.tensor(steps, dtype=torch.long)
+    abar = sched.alphas_cumprod[S]
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    return NoiseSchedule(1 - abar / abar_prev), S
+
+
+class RespacedModel:
+    """``model`` seen from a respaced chain: new step i is the original step S_i, so call model(x, S[t])."""
+
+    def __init__(self, model: EpsModel, timestep_map: torch.Tensor):
+        self.model, self.timestep_map = model, torch.as_tensor(timestep_map, dtype=torch.long)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x_t, self.timestep_map.to(t.device)[t])
