@@ -11,6 +11,9 @@ It expects the 150x150 chips that ``dlib.get_face_chip(img, shape5, size=150, pa
 :mod:`dfs.faces.dlib_chips`); ``descriptor()`` returns dlib's raw 128-D descriptor (what
 ``dlib.face_recognition_model_v1.compute_face_descriptor`` returns, not normalised), ``embed()`` its unit vector.
 
+``ArcFaceEncoder`` is insightface's ArcFace model (buffalo_l's ``w600k_r50.onnx``) converted with onnx2torch, when
+that file is present (112x112 crops aligned to the ArcFace template).
+
 The network (forward order), in dlib's layer names:
     input_rgb_image_sized<150>: x <- (x - avg_rgb) / 256, x in 0..255
     con 7x7/2 (32, no padding) -> affine -> relu -> max_pool 3x3/2 (no padding)
@@ -289,3 +292,56 @@ class DlibResNetEncoder(IdentityEncoder):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.descriptor(images), dim=-1)
+
+
+def insightface_model_path(pack: str = "buffalo_l", name: str = "w600k_r50.onnx",
+                           root: str | os.PathLike = "~/.insightface") -> Path:
+    """Where insightface keeps a model-pack file: ``<root>/models/<pack>/<name>`` (root ``~/.insightface``)."""
+    path = Path(root).expanduser() / "models" / pack / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: insightface downloads the {pack} pack (with {name}) into {path.parent} the first "
+            f"time insightface.app.FaceAnalysis(name={pack!r}).prepare(ctx_id=-1) runs with internet access; or "
+            f"unzip {pack}.zip from insightface's GitHub releases (deepinsight/insightface, models) there")
+    return path
+
+
+def _arcface_input_normalisation(graph) -> tuple[float, float]:
+    """insightface's rule (ArcFaceONNX): graphs that start with Sub and Mul nodes (old mxnet exports) normalise
+    inside; the others expect (x - 127.5) / 127.5."""
+    names = [node.name for node in graph.node[:8]]
+    has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
+    has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
+    return (0.0, 1.0) if has_sub and has_mul else (127.5, 127.5)
+
+
+class ArcFaceEncoder(IdentityEncoder):
+    """insightface's ArcFace recognition model (default: buffalo_l's ``w600k_r50.onnx``, an IResNet-50 trained on
+    WebFace600K; Deng et al. 2019) converted to PyTorch with onnx2torch.  Input: 112x112 RGB crops aligned to the
+    ArcFace template (``dfs.faces.align``); output: the 512-D feature, ``embed`` its unit vector."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        super().__init__()
+        path = Path(path) if path is not None else insightface_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"ArcFace model {path} does not exist")
+        import onnx
+        from onnx2torch import convert
+
+        model = onnx.load(str(path))
+        mean, std = _arcface_input_normalisation(model.graph)
+        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        self.input_size = dims[2] if len(dims) == 4 and dims[2] > 0 else 112
+        out_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+        self.dim = out_dims[-1] if out_dims and out_dims[-1] > 0 else 512
+        self.net = convert(model).eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+        self.path = str(path)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The raw (unnormalised) ArcFace feature, as insightface's ``ArcFaceONNX.get_feat`` returns it."""
+        return self.net((self.to_unit_range(images) * 255.0 - self.mean) / self.std)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.features(images), dim=-1)
