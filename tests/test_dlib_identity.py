@@ -125,7 +125,7 @@ def _enc_tensor(values, shape) -> bytes:  # tensor version 2: header + little-en
 
 
 def test_batch_norm_layer_is_read_as_its_inference_affine():
-    """bn_con2 (gamma, beta, running mean/variance, eps) -> gamma' = gamma/sqrt(var+eps), beta' = beta - gamma'·mean."""
+    """bn_con2 (gamma, beta, running mean/var, eps) -> gamma' = gamma/sqrt(var+eps), beta' = beta - gamma'·mean."""
     from dfs.faces.dlib_format import _layer_details
     alias = _enc_int(1) + b"".join(map(_enc_int, (1, 2, 1, 1)))
     zero = _enc_int(1) + _enc_int(0)  # the float 0 (mantissa 0, exponent 0)

@@ -39,7 +39,7 @@ _IS_INF, _IS_NINF, _IS_NAN = 32000, 32001, 32002
 
 
 class DlibFormatError(ValueError):
-    """A file that is not (or no longer) what dlib would have written: names the file, the byte and what was expected."""
+    """A file that is not (or no longer) what dlib wrote: the message names the file, the byte, what was expected."""
 
 
 @dataclass
