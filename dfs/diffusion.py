@@ -142,13 +142,32 @@ class NoiseSchedule:
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``a[t]`` reshaped to broadcast against ``x`` (B, 1, 1, …) and cast to ``x``'s dtype and device."""
+    """``a[t]`` reshaped to broadcast against ``x`` (B, 1, 1, …) and cast to ``x``'s dtype and device.
+
+    A Python ``int`` t (one timestep for the whole batch, as the samplers pass) takes a fast path: the number
+    is read on the host and filled in on ``x``'s device, with no table copy and no device synchronisation.
+    """
+    if _is_int(t):
+        _check_int_t(t, len(a))
+        return torch.full((x.shape[0],) + (1,) * (x.dim() - 1), float(a[t]), dtype=x.dtype, device=x.device)
     t = _check_t(t, x, len(a))
     out = a.to(x.device)[t.to(x.device)].to(x.dtype)
     return out.reshape(len(t), *([1] * (x.dim() - 1)))
 
 
+def _is_int(t) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)
+
+
+def _check_int_t(t: int, T: int) -> None:
+    if not 0 <= t < T:
+        raise ValueError(f"timesteps must lie in [0, {T - 1}] (0-based); got {t}")
+
+
 def _check_t(t, x: torch.Tensor, T: int) -> torch.Tensor:
+    if _is_int(t):  # validated on the host: no device sync
+        _check_int_t(t, T)
+        return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
     t = torch.as_tensor(t, dtype=torch.long, device=x.device)
     if t.dim() == 0:
         t = t.expand(x.shape[0])
@@ -281,10 +300,15 @@ def ddim_step(sched: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, t_p
     """
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0, got {eta}")
-    t = _check_t(t, x_t, sched.T)
-    t_prev = torch.as_tensor(t_prev, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
-    if torch.any(t_prev >= t) or torch.any(t_prev < -1):
-        raise ValueError("DDIM needs -1 ≤ t_prev < t for every sample")
+    if _is_int(t) and _is_int(t_prev):  # the samplers' case, checked on the host
+        _check_int_t(t, sched.T)
+        if not -1 <= t_prev < t:
+            raise ValueError(f"DDIM needs -1 ≤ t_prev < t; got t={t}, t_prev={t_prev}")
+    else:
+        t = _check_t(t, x_t, sched.T)
+        t_prev = torch.as_tensor(t_prev, dtype=torch.long, device=x_t.device).expand(x_t.shape[0])
+        if torch.any(t_prev >= t) or torch.any(t_prev < -1):
+            raise ValueError("DDIM needs -1 ≤ t_prev < t for every sample")
     x0 = predict_x0_from_eps(sched, x_t, t, eps)
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
@@ -347,7 +371,7 @@ def ddpm_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, generator: tor
         z = torch.randn(x.shape, generator=generator).to(x) if t > 0 else torch.zeros_like(x)
         out = eps_model(x, tt)
         eps, v = split_model_output(out) if variance == "learned_range" else (out, None)
-        x = ddpm_step(sched, eps, x, tt, z, variance, clip_x0, v)
+        x = ddpm_step(sched, eps, x, t, z, variance, clip_x0, v)  # int t: no per-step device sync
         if traj is not None:
             traj.append(x.cpu())
     return (x, torch.stack(traj)) if return_trajectory else x
@@ -374,7 +398,7 @@ def ddim_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, steps: int = 5
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = _timesteps_tensor(t, x.shape[0], x.device)
         z = torch.randn(x.shape, generator=generator).to(x) if eta > 0 else None
-        x = ddim_step(sched, eps_model(x, tt), x, tt, t_prev, eta, z, clip_x0)
+        x = ddim_step(sched, eps_model(x, tt), x, t, t_prev, eta, z, clip_x0)  # int t: no per-step device sync
         if traj is not None:
             traj.append(x.cpu())
     return (x, torch.stack(traj)) if return_trajectory else x

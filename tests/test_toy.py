@@ -263,3 +263,24 @@ def test_tiny_mlp_trains_towards_the_exact_loss():
     # a tensor works as data too
     _, hist = train_toy(make_toy("two_moons", 512, gen()), sched, steps=20, progress=False, log_every=10)
     assert len(hist) == 2
+
+
+# --- dfs.diffusion's int-timestep fast path (added for the sampler benchmark) ----------------------------
+
+
+def test_int_timestep_fast_path_equals_tensor_path():
+    from dfs.diffusion import ddim_step, ddpm_step, extract
+
+    sched = NoiseSchedule.from_name("cosine", 100)
+    x, eps, z = (torch.randn(6, 2, generator=gen(i)) for i in range(3))
+    for t in (0, 1, 57, 99):
+        tt = torch.full((6,), t)
+        torch.testing.assert_close(extract(sched.alphas_cumprod, t, x), extract(sched.alphas_cumprod, tt, x),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(ddpm_step(sched, eps, x, t, z), ddpm_step(sched, eps, x, tt, z), rtol=0, atol=0)
+        torch.testing.assert_close(ddim_step(sched, eps, x, t, t - 1, eta=0.5, noise=z),
+                                   ddim_step(sched, eps, x, tt, t - 1, eta=0.5, noise=z), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="0-based"):
+        ddpm_step(sched, eps, x, 100, z)
+    with pytest.raises(ValueError, match="t_prev"):
+        ddim_step(sched, eps, x, 5, 5)
