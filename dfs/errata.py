@@ -65,14 +65,14 @@ def eps_loss_weight(sched: D.NoiseSchedule, t, sigma2: torch.Tensor) -> torch.Te
 
     ``t`` is a (B,) LongTensor of 0-based steps, ``sigma2`` the reverse-step variance σ_t², shape (B,).
     """
-    t = torch.as_tensor(t, dtype=torch.long)
+    t = D._check_t(t, sigma2, sched.T)
     b, a, abar = sched.betas[t], sched.alphas[t], sched.alphas_cumprod[t]
     return b**2 / (2 * sigma2 * a * (1 - abar))
 
 
 def draft_eps_loss_weight(sched: D.NoiseSchedule, t, sigma2: torch.Tensor) -> torch.Tensor:
     """Slip 4: the draft's weight β_t / (2 σ_t² α_t (1 − ᾱ_t)) (β_t where β_t² belongs)."""
-    t = torch.as_tensor(t, dtype=torch.long)
+    t = D._check_t(t, sigma2, sched.T)
     b, a, abar = sched.betas[t], sched.alphas[t], sched.alphas_cumprod[t]
     return b / (2 * sigma2 * a * (1 - abar))
 
@@ -227,7 +227,7 @@ def check_forward_step(sched: D.NoiseSchedule, n: int = 200_000, generator: torc
 SLIPS = [
     dict(slip="1", where="ᾱ_t in eq. (2)", what="range of the product in ᾱ_t",
          draft=r"\bar\alpha_t = \prod_{s=0}^{t} \alpha_s", correct=r"\bar\alpha_t = \prod_{s=1}^{t} \alpha_s",
-         check="1 − ᾱ_t vs Var(x_t|x_0) from iterating eq. (1)"),
+         check="1 − ᾱ_t vs Var(x_t ∣ x_0) from iterating eq. (1)"),
     dict(slip="2", where="eq. (4)", what="x_0 missing in μ̃_t",
          draft=r"\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t} + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t",
          correct=r"\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t} x_0 + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t",
@@ -237,13 +237,13 @@ SLIPS = [
          correct=r"x_t = \sqrt{\bar\alpha_t} x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon",
          check="sample Var(x_t) vs 1 − ᾱ_t"),
     dict(slip="4", where="L_{t−1} in ε-form", what="β_t instead of β_t² in the weight",
-         draft=r"\frac{\beta_t}{2\sigma_t^2\alpha_t(1-\bar\alpha_t)}\|\epsilon-\epsilon_\theta\|^2",
-         correct=r"\frac{\beta_t^2}{2\sigma_t^2\alpha_t(1-\bar\alpha_t)}\|\epsilon-\epsilon_\theta\|^2",
+         draft=r"\frac{\beta_t}{2\sigma_t^2\alpha_t(1-\bar\alpha_t)}\lVert\epsilon-\epsilon_\theta\rVert^2",
+         correct=r"\frac{\beta_t^2}{2\sigma_t^2\alpha_t(1-\bar\alpha_t)}\lVert\epsilon-\epsilon_\theta\rVert^2",
          check="weight·‖ε − ε_θ‖² vs ‖μ̃_t − μ_θ‖²/2σ_t²"),
     dict(slip="5", where="App. 1, sampling eq. (1)", what="variance β_t used as the std",
          draft=r"x_t = \sqrt{1-\beta_t}\,x_{t-1} + \beta_t \epsilon",
          correct=r"x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,\epsilon",
-         check="sample Var(x_t) one step after x_{t−1} ~ q(x_{t−1}|x_0) vs 1 − ᾱ_t"),
+         check="sample Var(x_t) one step after x_{t−1} ~ q(x_{t−1} ∣ x_0) vs 1 − ᾱ_t"),
 ]
 
 

@@ -32,6 +32,8 @@ def test_markdown_has_one_row_per_slip(table):
     md = E.errata_markdown(rows).splitlines()
     assert len(md) == 2 + len(rows)
     assert all("draft fails, correct passes" in line for line in md[2:])
+    # a "|" inside a cell (e.g. in Var(x_t|x_0) or LaTeX norms) would split it: every line must have 9 cells
+    assert all(line.count("|") == 10 for line in md), md
 
 
 def test_slip1_both_draft_ranges_fail():
@@ -90,6 +92,8 @@ def test_slip4_draft_weight_is_correct_weight_over_beta():
     sigma2 = sched.posterior_variance.clamp(min=1e-20)
     ratio = E.draft_eps_loss_weight(sched, t, sigma2) / E.eps_loss_weight(sched, t, sigma2)
     assert torch.allclose(ratio, 1 / sched.betas)
+    with pytest.raises(ValueError, match="timesteps"):
+        E.eps_loss_weight(sched, torch.tensor([sched.T]), torch.ones(1, dtype=torch.float64))
 
 
 def test_slip5_draft_one_step_variance_is_what_the_algebra_predicts():
