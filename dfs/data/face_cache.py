@@ -152,18 +152,28 @@ def _atomic_write_json(path: Path, obj) -> None:
 # one photo
 
 
-def preprocess_face(image: np.ndarray, face: Face, settings: CacheSettings) -> dict[str, np.ndarray]:
-    """Align one detected face: crop, mask, landmarks in crop coordinates, matrix (see the module docstring)."""
+def preprocess_face(image: np.ndarray, face: Face, settings: CacheSettings, mask: bool = True) -> dict[str, np.ndarray]:
+    """Align one detected face: crop, mask, landmarks in crop coordinates, matrix (see the module docstring).
+    ``mask=False`` leaves the mask out (``_masks`` computes a batch of them at once)."""
     if face.landmarks68 is None:
         raise ValueError("the face mask needs 68-point landmarks; the analyzer returned none (use the dlib backend "
                          "or insightface's landmark_3d_68 model)")
     S = settings.size
     M = alignment_matrix(face.landmarks5, settings.template, S)
     lm68 = apply_affine(M, face.landmarks68)
-    mask = face_mask(lm68, S, feather=settings.mask_feather * S, dilate=settings.mask_dilate * S)
-    return {"crop": warp_image(image, M, S), "mask": np.round(mask * 255).astype(np.uint8),
-            "landmarks5": apply_affine(M, face.landmarks5).astype(np.float32), "landmarks68": lm68.astype(np.float32),
-            "matrix": M, "box": face.box.astype(np.float32), "image_size": np.array(image.shape[:2], np.int32)}
+    out = {"crop": warp_image(image, M, S), "landmarks5": apply_affine(M, face.landmarks5).astype(np.float32),
+           "landmarks68": lm68.astype(np.float32), "matrix": M, "box": face.box.astype(np.float32),
+           "image_size": np.array(image.shape[:2], np.int32)}
+    if mask:
+        out["mask"] = _masks(lm68[None], settings)[0]
+    return out
+
+
+def _masks(landmarks68: np.ndarray, settings: CacheSettings) -> np.ndarray:
+    """(N, 68, 2) crop landmarks -> (N, S, S) uint8 soft masks (x 255), in one batched call."""
+    S = settings.size
+    m = face_mask(landmarks68, S, feather=settings.mask_feather * S, dilate=settings.mask_dilate * S)
+    return np.round(m * 255).astype(np.uint8)
 
 
 def _process_shard(records, settings, analyzer, embed) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
@@ -179,7 +189,7 @@ def _process_shard(records, settings, analyzer, embed) -> tuple[dict[str, np.nda
         except FaceNotFoundError as e:
             skipped.append((str(path), f"no face: {e}"))
         else:
-            row = preprocess_face(image, face, settings)
+            row = preprocess_face(image, face, settings, mask=False)
             row["path"], row["identity"] = np.array(str(path)), np.array("" if identity is None else identity)
             if embed is not None:
                 row["embedding"] = np.asarray(embed(image, face), dtype=np.float32)
@@ -188,7 +198,9 @@ def _process_shard(records, settings, analyzer, embed) -> tuple[dict[str, np.nda
         warnings.warn(f"face cache: skipped {skipped[-1][0]} ({skipped[-1][1]})", stacklevel=3)
     if not rows:
         return {}, skipped
-    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}, skipped
+    arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    arrays["mask"] = _masks(arrays["landmarks68"], settings)
+    return arrays, skipped
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -316,21 +316,21 @@ def convex_polygon_mask(polygons: torch.Tensor, size: int | tuple[int, int], fea
         raise ValueError(f"polygons must be (B, K, 2) with K >= 3, got {tuple(P.shape)}")
     P = P.to(torch.float32) if not P.is_floating_point() else P
     h, w = (size, size) if isinstance(size, int) else size
-    ys = torch.arange(h, dtype=P.dtype, device=P.device)
+    e = torch.roll(P, -1, dims=1) - P                                     # edges p_k -> p_k+1, (B, K, 2)
+    length = e.norm(dim=-1, keepdim=True)
+    n = torch.stack([-e[..., 1], e[..., 0]], -1) / length.clamp_min(1e-9)
+    inward = torch.sign(((P.mean(1, keepdim=True) - P) * n).sum(-1, keepdim=True) + 1e-12)  # centroid is inside
+    n = n * inward
+    c = (n * P).sum(-1)                                                   # d_k(q) = n_k . q - c_k
+    c = torch.where(length[..., 0] > 1e-9, c, torch.full_like(c, float("-inf")))   # ignore zero-length edges
+    nx, ny = n[..., 0, None, None], n[..., 1, None, None]                 # (B, K, 1, 1)
     xs = torch.arange(w, dtype=P.dtype, device=P.device)
-    centroid = P.mean(1)                                                  # inside a convex polygon
-    d = torch.full((P.shape[0], h, w), float("inf"), dtype=P.dtype, device=P.device)
-    for k in range(P.shape[1]):
-        a, b = P[:, k], P[:, (k + 1) % P.shape[1]]
-        e = b - a
-        length = e.norm(dim=-1)
-        valid = length > 1e-9
-        n = torch.stack([-e[:, 1], e[:, 0]], -1) / length.clamp_min(1e-9)[:, None]
-        n = n * torch.sign(((centroid - a) * n).sum(-1, keepdim=True) + 1e-12)   # point inwards
-        dk = (n[:, 0, None, None] * (xs[None, None, :] - a[:, 0, None, None])
-              + n[:, 1, None, None] * (ys[None, :, None] - a[:, 1, None, None]))
-        dk = torch.where(valid[:, None, None], dk, torch.full_like(dk, float("inf")))
-        d = torch.minimum(d, dk)
+    rows, step = [], max(1, 2 ** 22 // (P.shape[0] * P.shape[1] * w))  # at most ~4M distances at a time
+    for y0 in range(0, h, step):
+        ys = torch.arange(y0, min(y0 + step, h), dtype=P.dtype, device=P.device)
+        dk = nx * xs[None, None, None, :] + ny * ys[None, None, :, None] - c[..., None, None]
+        rows.append(dk.amin(dim=1))
+    d = torch.cat(rows, dim=1)
     d = d + dilate
     if feather == 0:
         return (d >= 0).to(P.dtype)
