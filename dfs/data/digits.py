@@ -1,0 +1,47 @@
+"""scikit-learn's handwritten digits (bundled, no download) as small images for the quick notebooks.
+
+    x, y = digits_images(size=16)          # (1797, 1, 16, 16) float32 in [-1, 1], labels 0–9
+    data = batch_sampler(x, y, 64)         # data(step, generator) -> (x_batch, y_batch) for dfs.train.Trainer
+
+The originals are 8 × 8 with 17 grey levels (0–16). They are scaled to [−1, 1] (0 ↦ −1, 16 ↦ 1) and resized
+bilinearly to ``size`` × ``size`` (antialiased when shrinking), so an autoencoder with factor f = 8 still has a
+latent of size/8 pixels per side. The resize adds no information: a 16 × 16 digit has the 64 numbers of the
+original, smoothly interpolated.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+N_CLASSES = 10
+
+
+def digits_images(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1797 digits as a float32 tensor (N, 1, size, size) in [−1, 1] and their labels (N,) as int64."""
+    from sklearn.datasets import load_digits
+
+    if not (isinstance(size, int) and size >= 2):
+        raise ValueError(f"size must be an integer ≥ 2, got {size!r}")
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1) / 8.0 - 1.0
+    if size != 8:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < 8)
+    return x.clamp(-1, 1).contiguous(), torch.from_numpy(d.target.astype(np.int64))
+
+
+def batch_sampler(*tensors: torch.Tensor, batch_size: int):
+    """A data callable for :class:`dfs.train.Trainer`: ``data(step, generator)`` draws ``batch_size`` rows with
+    replacement using the trainer's per-step generator (so resumed runs see the same batches)."""
+    if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+        raise ValueError("pass one or more tensors with the same first dimension")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    n = len(tensors[0])
+
+    def data(step: int, generator: torch.Generator):
+        idx = torch.randint(0, n, (batch_size,), generator=generator)
+        out = tuple(t[idx] for t in tensors)
+        return out if len(out) > 1 else out[0]
+
+    return data
