@@ -175,6 +175,25 @@ def test_downscaled_detection_maps_back(t1):
         assert np.abs(a.landmarks68 - ((b.landmarks68 + 0.5) / k - 0.5)).max() <= 3   # in big-image pixels / k
 
 
+def test_cnn_detector_matches_dlib(t1):
+    dlib, image, _, faces = t1
+    from dfs.faces.detect import FaceAnalyzer
+    from dfs.faces.identity import dlib_model_path
+    crop = np.ascontiguousarray(image[230:450, 1060:1280])   # one face, about 110 px
+    found = FaceAnalyzer(detector="cnn", upsample=0).detect(crop)
+    ref = dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod_human_face_detector.dat")))(crop, 0)
+    assert len(found) == len(ref) == 1
+    r = ref[0].rect
+    assert found[0].box.tolist() == [r.left(), r.top(), r.right(), r.bottom()]
+    assert found[0].score == pytest.approx(ref[0].confidence)
+    inside = [f.box for f in faces if 1060 < (f.box[0] + f.box[2]) / 2 < 1280 and 230 < (f.box[1] + f.box[3]) / 2 < 450]
+    assert len(inside) == 1
+    hog = inside[0] - [1060, 230, 1060, 230]   # the same person as HOG found it in the whole photo
+    inter = np.prod(np.clip(np.minimum(hog[2:], found[0].box[2:]) - np.maximum(hog[:2], found[0].box[:2]), 0, None))
+    union = np.prod(hog[2:] - hog[:2]) + np.prod(found[0].box[2:] - found[0].box[:2]) - inter
+    assert inter / union > 0.5
+
+
 def test_no_face_names_the_file(tmp_path):
     pytest.importorskip("dlib")
     from dfs.faces.detect import FaceAnalyzer, FaceNotFoundError
