@@ -343,7 +343,11 @@ def test_templates():
     with pytest.raises(ValueError, match="template"):
         align.alignment_matrix(lm5, "vggface", 112)
     with pytest.raises(ValueError, match=r"\(\.\.\., 5, 2\)"):
-        align.alignment_matrix(np.zeros((68, 2)), "ffhq", 112)
+        align.alignment_matrix(np.zeros((21, 2)), "ffhq", 112)
+    lm68 = _synthetic_68()
+    lm68[36:42], lm68[42:48], lm68[30], lm68[48], lm68[54] = [80, 90], [120, 90], [100, 110], [85, 130], [115, 130]
+    assert np.allclose(align.alignment_matrix(lm68, "arcface", 112),
+                       align.alignment_matrix(align.five_from_68(lm68), "arcface", 112))
 
 
 # ---------------------------------------------------------------------------------------------------------------

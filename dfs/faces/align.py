@@ -167,8 +167,11 @@ def ffhq_quad(landmarks5):
 
 
 def alignment_matrix(landmarks5, template: str = "ffhq", size: int = 256):
-    """The (..., 2, 3) image -> crop similarity for a ``size`` x ``size`` crop (see the module docstring)."""
+    """The (..., 2, 3) image -> crop similarity for a ``size`` x ``size`` crop (see the module docstring).
+    ``landmarks5`` may also be (..., 68, 2) iBUG landmarks (reduced with ``five_from_68``)."""
     lm, was_np = _as_tensor(landmarks5)
+    if lm.shape[-2:] == (68, 2):
+        lm = five_from_68(lm)
     if lm.shape[-2:] != (5, 2):
         raise ValueError(f"landmarks5 must have shape (..., 5, 2), got {tuple(lm.shape)}; five_from_68() derives "
                          "them from 68-point landmarks")

