@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .diffusion import NoiseSchedule, extract, loss_simple
+from .diffusion import NoiseSchedule, extract, loss_simple, q_sample
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -110,6 +110,11 @@ class GaussianMixture:
         """∇_x log p(x) = Σ_k r_k(x) (μ_k − x)/σ_k² in closed form; shape (B, D)."""
         x64, m, v, lw = self._args(x)
         return mixture_score(x64, m, v, lw).to(x.dtype)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable component of each point, argmax_k w_k N(x; μ_k, σ_k² I); shape (B,), long."""
+        x64, m, v, lw = self._args(x)
+        return mixture_log_components(x64, m, v, lw).argmax(-1)
 
     def noised(self, alpha_bar: float) -> "GaussianMixture":
         """q_t(x_t) = ∫ q(x_t | x_0) p(x_0) dx_0 for q(x_t | x_0) of eq. 2: the mixture with means √ᾱ μ_k and
@@ -212,6 +217,31 @@ class ExactEpsModel:
 def exact_eps_model(gmm: GaussianMixture, sched: NoiseSchedule) -> ExactEpsModel:
     """The exact optimal ε-model of ``gmm`` under ``sched`` (see :class:`ExactEpsModel`)."""
     return ExactEpsModel(gmm, sched)
+
+
+@torch.no_grad()
+def eps_error_per_t(model, reference, sched: NoiseSchedule, x0: torch.Tensor, ts,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """E‖ε_model(x_t, t) − ε_ref(x_t, t)‖² / E‖ε_ref(x_t, t)‖² for each t in ``ts``, x_t ~ q(x_t | x_0) (eq. 2).
+
+    With ``reference`` = the exact ε* this is the relative error of the learned score too (s = −ε/√(1 − ᾱ_t)
+    scales both by the same factor). The same x_0 and noise are used at every t. Shape (len(ts),).
+    """
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    out = []
+    for t in ts:
+        tt = torch.full((len(x0),), int(t), dtype=torch.long, device=x0.device)
+        x_t = q_sample(sched, x0, tt, noise)
+        ref = reference(x_t, tt)
+        out.append(((model(x_t, tt) - ref) ** 2).sum() / (ref ** 2).sum())
+    return torch.stack(out).cpu()
+
+
+def grid_points(lim: float = 3.0, n: int = 25) -> torch.Tensor:
+    """An n × n grid over [−lim, lim]², as (n², 2) points in row-major order (for quiver plots of a score)."""
+    axis = torch.linspace(-lim, lim, n)
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    return torch.stack([xx.flatten(), yy.flatten()], 1)
 
 
 def eps_to_score(eps: torch.Tensor, sched: NoiseSchedule, t) -> torch.Tensor:

@@ -11,9 +11,9 @@ import torch
 from scipy import stats
 
 from dfs.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, loss_simple, q_sample
-from dfs.toy import (DATASETS, GaussianMixture, MLPEpsModel, default_gmm, eight_gaussians_gmm, eps_to_score,
-                     exact_eps_model, langevin, make_toy, mmd_rbf, sinusoidal_embedding, sliced_wasserstein,
-                     train_toy)
+from dfs.toy import (DATASETS, GaussianMixture, MLPEpsModel, default_gmm, eight_gaussians_gmm, eps_error_per_t,
+                     eps_to_score, exact_eps_model, grid_points, langevin, make_toy, mmd_rbf, sinusoidal_embedding,
+                     sliced_wasserstein, train_toy)
 
 
 def gen(seed=0):
@@ -284,3 +284,34 @@ def test_int_timestep_fast_path_equals_tensor_path():
         ddpm_step(sched, eps, x, 100, z)
     with pytest.raises(ValueError, match="t_prev"):
         ddim_step(sched, eps, x, 5, 5)
+
+
+# --- notebook helpers ------------------------------------------------------------------------------------
+
+
+def test_classify_recovers_labels_of_separated_components():
+    gmm = GaussianMixture([[-3.0, 0.0], [3.0, 0.0], [0.0, 4.0]], [0.5, 0.5, 0.5], [0.2, 0.3, 0.5])
+    x, k = gmm.sample(5000, gen(), return_labels=True)
+    assert (gmm.classify(x) == k).float().mean() > 0.99
+    # equal-width components: the Bayes rule is a weighted nearest-mean rule, the midpoint goes to the heavier one
+    assert gmm.classify(torch.tensor([[0.0, 0.0]])).item() == 1
+
+
+def test_eps_error_per_t():
+    gmm, sched = default_gmm(), NoiseSchedule.from_name("linear", 1000)
+    exact = exact_eps_model(gmm, sched)
+    x0 = gmm.sample(4000, gen())
+    ts = [10, 200, 999]
+    torch.testing.assert_close(eps_error_per_t(exact, exact, sched, x0, ts, gen(1)), torch.zeros(3, dtype=x0.dtype))
+    torch.testing.assert_close(eps_error_per_t(lambda x, t: torch.zeros_like(x), exact, sched, x0, ts, gen(1)),
+                               torch.ones(3, dtype=x0.dtype))
+    wrong = eps_error_per_t(exact_eps_model(eight_gaussians_gmm(), sched), exact, sched, x0, ts, gen(1))
+    assert wrong[0] > 0.1 and wrong[2] < 0.05 * wrong[0]       # all data laws look alike at t = T
+
+
+def test_grid_points():
+    p = grid_points(2.0, 5)
+    assert p.shape == (25, 2)
+    torch.testing.assert_close(p[0], torch.tensor([-2.0, -2.0]))
+    torch.testing.assert_close(p[1], torch.tensor([-1.0, -2.0]))
+    torch.testing.assert_close(p[-1], torch.tensor([2.0, 2.0]))
