@@ -67,7 +67,8 @@ class CacheReport:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# identity embedders: callables (image, face) -> (D,) float array, with a ``name`` for the cache key
+# identity embedders: callables (image, face) -> (D,) float array, with a ``name`` for the cache key.  An
+# embedder that also has ``chip(image, face)`` and ``embed_chips(chips)`` is run in batches of ``batch_size``.
 
 
 class DlibEmbedder:
@@ -77,14 +78,13 @@ class DlibEmbedder:
 
     name = "dlib_resnet_v1"
 
-    def __init__(self, encoder=None):
-        import torch
-
+    def __init__(self, encoder=None, batch_size: int = 32):
         from dfs.faces.identity import DlibResNetEncoder
-        self.torch = torch
         self.encoder = encoder if encoder is not None else DlibResNetEncoder()
+        self.batch_size = batch_size
 
-    def __call__(self, image: np.ndarray, face: Face) -> np.ndarray:
+    def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The (150, 150, 3) uint8 chip of ``face``, cut by dlib from its 5-point landmarks."""
         import dlib
 
         from dfs.faces.detect import _dlib_model
@@ -93,10 +93,16 @@ class DlibEmbedder:
             shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in face.dlib5])
         else:
             shape = _dlib_model("sp5")(image, rect)
-        chip = np.asarray(dlib.get_face_chip(image, shape, size=150, padding=0.25))
-        x = self.torch.from_numpy(chip).permute(2, 0, 1)[None]
-        with self.torch.no_grad():
-            return self.encoder.embed(x)[0].cpu().numpy().astype(np.float32)
+        return np.asarray(dlib.get_face_chip(image, shape, size=150, padding=0.25))
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """(N, 150, 150, 3) uint8 chips -> (N, 128) float32 unit vectors."""
+        import torch
+        with torch.no_grad():
+            return self.encoder.embed(torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2)).cpu().numpy()
+
+    def __call__(self, image: np.ndarray, face: Face) -> np.ndarray:
+        return self.embed_chips(self.chip(image, face)[None])[0].astype(np.float32)
 
 
 def _embedder(embed) -> tuple[Callable | None, str | None]:
@@ -178,6 +184,7 @@ def _masks(landmarks68: np.ndarray, settings: CacheSettings) -> np.ndarray:
 
 def _process_shard(records, settings, analyzer, embed) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     rows, skipped = [], []
+    batched = hasattr(embed, "chip") and hasattr(embed, "embed_chips")
     for path, identity in records:
         try:
             image = load_image(path)
@@ -191,7 +198,9 @@ def _process_shard(records, settings, analyzer, embed) -> tuple[dict[str, np.nda
         else:
             row = preprocess_face(image, face, settings, mask=False)
             row["path"], row["identity"] = np.array(str(path)), np.array("" if identity is None else identity)
-            if embed is not None:
+            if embed is not None and batched:
+                row["chip"] = embed.chip(image, face)
+            elif embed is not None:
                 row["embedding"] = np.asarray(embed(image, face), dtype=np.float32)
             rows.append(row)
             continue
@@ -200,6 +209,10 @@ def _process_shard(records, settings, analyzer, embed) -> tuple[dict[str, np.nda
         return {}, skipped
     arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     arrays["mask"] = _masks(arrays["landmarks68"], settings)
+    if batched:
+        chips, step = arrays.pop("chip"), getattr(embed, "batch_size", 32)
+        arrays["embedding"] = np.concatenate([embed.embed_chips(chips[i:i + step])
+                                              for i in range(0, len(chips), step)]).astype(np.float32)
     return arrays, skipped
 
 
