@@ -116,6 +116,10 @@ def test_poisson_blend_keeps_place_and_ignores_a_constant_offset():
     """Seamless cloning keeps the source's gradients with the target on the boundary: source = target gives the
     target back, and a source brighter by a constant has the same gradients, so also gives the target back."""
     t = _smooth_image(seed=5)
+    for w, h in [(40, 50), (41, 50), (40, 51), (41, 51)]:             # both parities of the box's width / height
+        box = np.zeros(t.shape[:2])
+        box[30:30 + h, 50:50 + w] = 1
+        assert np.abs(C.poisson_blend(t, t, box).astype(int) - t).max() <= 1, (w, h)
     mask = np.zeros(t.shape[:2])
     cv2.circle(mask, (70, 60), 35, 1, -1)
     assert np.abs(C.poisson_blend(t, t, mask).astype(int) - t).max() <= 1

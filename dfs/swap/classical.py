@@ -114,9 +114,9 @@ def colour_transfer(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) 
 def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``cv2.seamlessClone`` (NORMAL_CLONE) of ``source`` into ``target`` at the same place, inside ``mask``.
 
-    The mask is cut back 2 pixels from the image border (OpenCV needs a boundary around the region).  OpenCV
-    places the mask's bounding box (x0..x1, y0..y1) centred at ``center``, so ``center = (x0 + (x1 - x0) // 2,
-    y0 + (y1 - y0) // 2)`` keeps every pixel where it is."""
+    The mask is cut back 2 pixels from the image border (OpenCV needs a boundary around the region).  OpenCV puts
+    the mask's bounding box (x0, y0, width, height) at (center.x - width // 2, center.y - height // 2) in the
+    target, so ``center = (x0 + width // 2, y0 + height // 2)`` keeps every pixel where it is."""
     import cv2
 
     m = (np.asarray(mask) > 0.5).astype(np.uint8) * 255
@@ -124,8 +124,9 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> n
     ys, xs = np.nonzero(m)
     if len(xs) == 0:
         return target.copy()
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    center = (int(x0 + (x1 - x0) // 2), int(y0 + (y1 - y0) // 2))
+    x0, y0 = xs.min(), ys.min()
+    width, height = xs.max() - x0 + 1, ys.max() - y0 + 1
+    center = (int(x0 + width // 2), int(y0 + height // 2))
     return cv2.seamlessClone(np.ascontiguousarray(source), np.ascontiguousarray(target), m, center,
                              cv2.NORMAL_CLONE)
 
