@@ -375,6 +375,24 @@ class FaceEmbedder:
                 out.append(self.encoder.embed(x).cpu().numpy().astype(np.float64))
         return np.concatenate(out) if out else np.zeros((0, getattr(self.encoder, "dim", 128)))
 
+    def embed_paths(self, paths, analyzer=None, progress: bool = False) -> tuple[dict, list]:
+        """Detect the largest face of each photo file and embed it: ({path: (D,) unit vector}, [paths where no face
+        was found or the file is unreadable])."""
+        from tqdm.auto import tqdm
+
+        from dfs.faces.detect import FaceAnalyzer, FaceNotFoundError
+        from dfs.faces.images import BadImageError, load_image
+        analyzer = analyzer or FaceAnalyzer()
+        items, found, missing = [], [], []
+        for p in tqdm(list(paths), desc="detect + embed", disable=not progress):
+            try:
+                image = load_image(p)
+                items.append((image, analyzer.largest(image, name=str(p))))
+                found.append(p)
+            except (FaceNotFoundError, BadImageError):
+                missing.append(p)
+        return dict(zip(found, self(items))), missing
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # the protocol

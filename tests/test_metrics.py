@@ -291,3 +291,17 @@ def test_judge_target_unchanged_triple(analyzer):
     assert s.id_cos_source < s.id_cos_target
     summary = M.summarise([s, s])
     assert summary["n"] == 2 and summary["id_top1"] is None and summary["result_no_face"] == 0
+
+
+def test_embed_paths_skips_photos_without_a_face(analyzer, tmp_path):
+    from PIL import Image
+
+    from dfs.faces.images import load_image
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((120, 120, 3), 200, np.uint8)).save(blank)
+    photo = _shared_lfw() / "Tom_Hanks" / "Tom_Hanks_0002.jpg"
+    embedder = M.FaceEmbedder()
+    emb, missing = embedder.embed_paths([photo, blank], analyzer)
+    assert list(emb) == [photo] and missing == [blank]
+    im = load_image(photo)
+    assert np.allclose(emb[photo], embedder([(im, analyzer.largest(im))])[0])
