@@ -205,7 +205,9 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
     rows: dict[str, dict] = {}
     per_pair: dict[str, list] = {}
     results_by_row: dict[str, list[np.ndarray]] = {}
-    for name, p in ((swap_method.name, pipe), ("source pasted", pasted), ("target unchanged", None)):
+    references = dict(zip(REFERENCE_ROWS, (pasted, None)))
+    runs = [(swap_method.name, pipe)] + [(n, p) for n, p in references.items() if n != swap_method.name]
+    for name, p in runs:
         if p is None:
             images, secs = [t.image for t in targets], [0.0] * len(targets)
         else:
