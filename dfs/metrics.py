@@ -342,25 +342,21 @@ def inception_fid_kid(real: Sequence[np.ndarray], fake: Sequence[np.ndarray]) ->
 class FaceEmbedder:
     """(photo, detected face) -> unit identity vector, for any :class:`~dfs.faces.identity.IdentityEncoder`.
 
-    dlib's ResNet gets the chip it was trained on (``dlib.get_face_chip(photo, dlib5, 150, 0.25)``, the chip
-    :class:`dfs.data.face_cache.DlibEmbedder` cuts); other encoders (ArcFace) get a crop aligned to the ArcFace
+    dlib's ResNet gets the chip it was trained on (``dlib.get_face_chip(photo, dlib5, 150, 0.25)``, cut by
+    :meth:`dfs.data.face_cache.DlibEmbedder.chip`); other encoders (ArcFace) get a crop aligned to the ArcFace
     template at their input size."""
 
     def __init__(self, encoder=None):
+        from dfs.data.face_cache import DlibEmbedder
         from dfs.faces.identity import DlibResNetEncoder
         self.encoder = encoder if encoder is not None else DlibResNetEncoder()
         self.is_dlib = isinstance(self.encoder, DlibResNetEncoder)
+        self._dlib = DlibEmbedder(self.encoder) if self.is_dlib else None
         self.name = type(self.encoder).__name__
 
     def crop(self, image: np.ndarray, face) -> np.ndarray:
         if self.is_dlib:
-            import dlib
-            rect = dlib.rectangle(*(int(round(v)) for v in face.box))
-            if face.dlib5 is None:
-                raise ValueError("dlib's chips need the face's dlib 5-point landmarks (FaceAnalyzer backend='dlib')")
-            shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y)))
-                                                      for x, y in face.dlib5])
-            return np.asarray(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=150, padding=0.25))
+            return self._dlib.chip(np.ascontiguousarray(image), face)
         from dfs.faces.align import alignment_matrix, warp_image
         size = self.encoder.input_size
         return warp_image(image, alignment_matrix(face.landmarks5, "arcface", size), size)

@@ -305,3 +305,29 @@ def test_embed_paths_skips_photos_without_a_face(analyzer, tmp_path):
     assert list(emb) == [photo] and missing == [blank]
     im = load_image(photo)
     assert np.allclose(emb[photo], embedder([(im, analyzer.largest(im))])[0])
+
+
+def test_face_embedder_gives_other_encoders_arcface_crops(analyzer):
+    """A non-dlib encoder receives crops aligned to the ArcFace template at its input size."""
+    import torch
+
+    from dfs.faces.identity import IdentityEncoder
+    from dfs.faces.images import load_image
+
+    class Probe(IdentityEncoder):
+        dim, input_size = 3, 112
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self.seen = []
+
+        def embed(self, images):
+            self.seen.append(tuple(images.shape))
+            return torch.nn.functional.normalize(images.float().mean((2, 3)) + 1.0, dim=-1)
+
+    im = load_image(_shared_lfw() / "Tom_Hanks" / "Tom_Hanks_0001.jpg")
+    face = analyzer.largest(im)
+    probe = Probe()
+    e = M.FaceEmbedder(probe)([(im, face)])
+    assert probe.seen == [(1, 3, 112, 112)] and e.shape == (1, 3)    # not dlib's 150x150 chip
