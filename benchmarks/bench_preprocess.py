@@ -31,7 +31,8 @@ def main() -> None:
     if args.photos < 1:
         raise ValueError("--photos must be positive")
 
-    from dfs.data.face_cache import DlibEmbedder, build_face_cache
+    from dfs.data.face_cache import build_face_cache
+    from dfs.faces.dlib_chips import DlibEmbedder
     from dfs.data.faces import FaceImages, folder_dataset
     from dfs.faces.detect import FaceAnalyzer
     from dfs.paths import repo_root

@@ -343,11 +343,11 @@ class FaceEmbedder:
     """(photo, detected face) -> unit identity vector, for any :class:`~dfs.faces.identity.IdentityEncoder`.
 
     dlib's ResNet gets the chip it was trained on (``dlib.get_face_chip(photo, dlib5, 150, 0.25)``, cut by
-    :meth:`dfs.data.face_cache.DlibEmbedder.chip`); other encoders (ArcFace) get a crop aligned to the ArcFace
+    :meth:`dfs.faces.dlib_chips.dlib_chip`); other encoders (ArcFace) get a crop aligned to the ArcFace
     template at their input size."""
 
     def __init__(self, encoder=None):
-        from dfs.data.face_cache import DlibEmbedder
+        from dfs.faces.dlib_chips import DlibEmbedder
         from dfs.faces.identity import DlibResNetEncoder
         self.encoder = encoder if encoder is not None else DlibResNetEncoder()
         self.is_dlib = isinstance(self.encoder, DlibResNetEncoder)

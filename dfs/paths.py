@@ -30,3 +30,15 @@ def data_dir() -> Path:
     Loaders that download (LFW through scikit-learn, for users) download into this folder.
     """
     return Path(os.environ.get("DFS_DATA") or repo_root() / "data").resolve()
+
+
+def cache_dir() -> Path:
+    """Where dfs caches converted weights and mirrors: ``DFS_CACHE``, else the user cache directory
+    (platformdirs' ``dfs``, else ``$XDG_CACHE_HOME/dfs`` or ``~/.cache/dfs``)."""
+    if os.environ.get("DFS_CACHE"):
+        return Path(os.environ["DFS_CACHE"]).expanduser()
+    try:
+        import platformdirs
+        return Path(platformdirs.user_cache_dir("dfs", appauthor=False))
+    except ImportError:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "dfs"

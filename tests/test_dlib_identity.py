@@ -21,7 +21,8 @@ from dfs.paths import repo_root
 dlib = pytest.importorskip("dlib")
 pytest.importorskip("face_recognition_models")
 
-from dfs.faces.dlib_chips import face_chips, load_rgb  # noqa: E402
+from dfs.faces.dlib_chips import face_chips  # noqa: E402
+from dfs.faces.images import load_image  # noqa: E402
 from dfs.faces.identity import DlibResNetEncoder, dlib_model_path, load_dlib_resnet  # noqa: E402
 
 
@@ -70,13 +71,13 @@ def faces():
     chips, names = [], []
     for person in sorted((root / "lfw_home" / "lfw_funneled").iterdir()):
         photo = sorted(person.glob("*.jpg"))[0]
-        found = face_chips(load_rgb(photo))
+        found = face_chips(load_image(photo))
         assert found, f"dlib found no face in {photo}"
         chips.append(found[0].chip)
         names.append(photo.name)
     t1 = t1_path()
     if t1 is not None:
-        found = face_chips(load_rgb(t1))
+        found = face_chips(load_image(t1))
         assert len(found) == 6, f"expected the six people of t1.jpg, dlib found {len(found)}"
         chips += [f.chip for f in found]
         names += [f"t1.jpg#{i}" for i in range(len(found))]

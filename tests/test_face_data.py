@@ -295,7 +295,7 @@ def test_cache_embeddings(photos, tmp_path):
     # the dlib embedder: the same vector as dlib's own compute_face_descriptor on dlib's own chip
     dlib = pytest.importorskip("dlib")
     try:
-        from dfs.data.face_cache import DlibEmbedder
+        from dfs.faces.dlib_chips import DlibEmbedder
         from dfs.faces.identity import dlib_model_path
         embedder = DlibEmbedder()
     except (ImportError, FileNotFoundError) as e:

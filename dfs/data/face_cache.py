@@ -30,6 +30,7 @@ import numpy as np
 
 from dfs.faces.align import alignment_matrix, apply_affine, face_mask, warp_image
 from dfs.faces.detect import Face, FaceAnalyzer, FaceNotFoundError
+from dfs.faces.dlib_chips import DlibEmbedder
 from dfs.faces.images import BadImageError, load_image
 
 FORMAT = 1
@@ -69,40 +70,6 @@ class CacheReport:
 # ---------------------------------------------------------------------------------------------------------------
 # identity embedders: callables (image, face) -> (D,) float array, with a ``name`` for the cache key.  An
 # embedder that also has ``chip(image, face)`` and ``embed_chips(chips)`` is run in batches of ``batch_size``.
-
-
-class DlibEmbedder:
-    """dlib's ResNet descriptor, computed by :class:`dfs.faces.identity.DlibResNetEncoder` (PyTorch) on the chip
-    ``dlib.get_face_chip(image, dlib5, 150, 0.25)`` -- what dlib's own ``compute_face_descriptor`` sees.
-    Returns the unit vector (``embed``)."""
-
-    name = "dlib_resnet_v1"
-
-    def __init__(self, encoder=None, batch_size: int = 32):
-        from dfs.faces.identity import DlibResNetEncoder
-        self.encoder = encoder if encoder is not None else DlibResNetEncoder()
-        self.batch_size = batch_size
-
-    def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
-        """The (150, 150, 3) uint8 chip of ``face``, cut by dlib from its 5-point landmarks."""
-        import dlib
-
-        from dfs.faces.detect import _dlib_model
-        rect = dlib.rectangle(*(int(round(v)) for v in face.box))
-        if face.dlib5 is not None:
-            shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in face.dlib5])
-        else:
-            shape = _dlib_model("sp5")(image, rect)
-        return np.asarray(dlib.get_face_chip(image, shape, size=150, padding=0.25))
-
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """(N, 150, 150, 3) uint8 chips -> (N, 128) float32 unit vectors."""
-        import torch
-        with torch.no_grad():
-            return self.encoder.embed(torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2)).cpu().numpy()
-
-    def __call__(self, image: np.ndarray, face: Face) -> np.ndarray:
-        return self.embed_chips(self.chip(image, face)[None])[0].astype(np.float32)
 
 
 def _embedder(embed) -> tuple[Callable | None, str | None]:

@@ -173,7 +173,7 @@ def sklearn_data_home(data_home: str | os.PathLike | None = None) -> Path:
     otherwise a mirror ``<dfs cache>/lfw/<hash>/lfw_home/`` whose ``lfw_funneled`` and pairs files are symlinks to
     the originals (copies where symlinks are not allowed).
     """
-    from dfs.faces.identity import cache_dir
+    from dfs.paths import cache_dir
 
     data_home = Path(data_home) if data_home is not None else data_dir()
     lfw_home = data_home / "lfw_home"

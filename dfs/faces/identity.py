@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dfs.faces.dlib_format import DlibFormatError, DlibNet, read_dlib_net
+from dfs.paths import cache_dir
 
 # (filters, stride) of the 14 residual blocks, input side first (dlib's alevel4, alevel3, ..., alevel0)
 DLIB_RESNET_BLOCKS = ([(32, 1)] * 3 + [(64, 2)] + [(64, 1)] * 3 + [(128, 2)] + [(128, 1)] * 2
@@ -44,18 +45,6 @@ DLIB_RESNET_BLOCKS = ([(32, 1)] * 3 + [(64, 2)] + [(64, 1)] * 3 + [(128, 2)] + [
 
 # ---------------------------------------------------------------------------------------------------------------
 # where things live
-
-
-def cache_dir() -> Path:
-    """``DFS_CACHE``, else the user cache directory (platformdirs' ``dfs``, else ``$XDG_CACHE_HOME/dfs`` or
-    ``~/.cache/dfs``)."""
-    if os.environ.get("DFS_CACHE"):
-        return Path(os.environ["DFS_CACHE"]).expanduser()
-    try:
-        import platformdirs
-        return Path(platformdirs.user_cache_dir("dfs", appauthor=False))
-    except ImportError:
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "dfs"
 
 
 def dlib_model_path(name: str = "dlib_face_recognition_resnet_model_v1.dat") -> Path:

@@ -105,13 +105,14 @@ def lfw_verification(encoder, lfw_home: str | os.PathLike, pairs_file: str = "pa
     """
     from tqdm.auto import tqdm
 
-    from dfs.faces.dlib_chips import face_chips, load_rgb
+    from dfs.faces.dlib_chips import face_chips
+    from dfs.faces.images import load_image
 
     pairs = read_lfw_pairs(lfw_home, pairs_file)
     paths = sorted({p for pair in pairs for p in (pair.a, pair.b)})
     chips, missing = {}, []
     for p in tqdm(paths, desc="dlib chips", disable=not progress):
-        faces = face_chips(load_rgb(p), size=encoder.input_size)
+        faces = face_chips(load_image(p), size=encoder.input_size)
         if faces:
             chips[p] = faces[0].chip
         else:
