@@ -221,11 +221,12 @@ def exact_eps_model(gmm: GaussianMixture, sched: NoiseSchedule) -> ExactEpsModel
 
 @torch.no_grad()
 def eps_error_per_t(model, reference, sched: NoiseSchedule, x0: torch.Tensor, ts,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """E‖ε_model(x_t, t) − ε_ref(x_t, t)‖² / E‖ε_ref(x_t, t)‖² for each t in ``ts``, x_t ~ q(x_t | x_0) (eq. 2).
+                    generator: torch.Generator | None = None, relative: bool = False) -> torch.Tensor:
+    """E‖ε_model(x_t, t) − ε_ref(x_t, t)‖² / D for each t in ``ts``, x_t ~ q(x_t | x_0) (eq. 2); shape (len(ts),).
 
-    With ``reference`` = the exact ε* this is the relative error of the learned score too (s = −ε/√(1 − ᾱ_t)
-    scales both by the same factor). The same x_0 and noise are used at every t. Shape (len(ts),).
+    With ``reference`` = the exact ε* this is the model's excess L_simple at t (L_simple(t) = L*(t) + this,
+    since ε − ε* is orthogonal to every function of x_t), and, times 1/(1 − ᾱ_t), its score error.
+    ``relative=True`` divides by E‖ε_ref‖² / D instead. The same x_0 and noise are used at every t.
     """
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     out = []
@@ -233,7 +234,8 @@ def eps_error_per_t(model, reference, sched: NoiseSchedule, x0: torch.Tensor, ts
         tt = torch.full((len(x0),), int(t), dtype=torch.long, device=x0.device)
         x_t = q_sample(sched, x0, tt, noise)
         ref = reference(x_t, tt)
-        out.append(((model(x_t, tt) - ref) ** 2).sum() / (ref ** 2).sum())
+        err = ((model(x_t, tt) - ref) ** 2).mean()
+        out.append(err / (ref ** 2).mean() if relative else err)
     return torch.stack(out).cpu()
 
 

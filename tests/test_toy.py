@@ -302,10 +302,18 @@ def test_eps_error_per_t():
     exact = exact_eps_model(gmm, sched)
     x0 = gmm.sample(4000, gen())
     ts = [10, 200, 999]
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
     torch.testing.assert_close(eps_error_per_t(exact, exact, sched, x0, ts, gen(1)), torch.zeros(3, dtype=x0.dtype))
-    torch.testing.assert_close(eps_error_per_t(lambda x, t: torch.zeros_like(x), exact, sched, x0, ts, gen(1)),
+    torch.testing.assert_close(eps_error_per_t(zero, exact, sched, x0, ts, gen(1), relative=True),
                                torch.ones(3, dtype=x0.dtype))
-    wrong = eps_error_per_t(exact_eps_model(eight_gaussians_gmm(), sched), exact, sched, x0, ts, gen(1))
+    # excess L_simple: L_simple(model, t) − L_simple(ε*, t) = E‖ε_model − ε*‖²/D (ε − ε* ⟂ functions of x_t)
+    for t in (50, 400):
+        x_big = default_gmm().sample(100_000, gen(2))
+        tt = torch.full((len(x_big),), t)
+        excess = (loss_simple(zero, sched, x_big, t=tt, generator=gen(3))
+                  - loss_simple(exact, sched, x_big, t=tt, generator=gen(3))).item()
+        assert eps_error_per_t(zero, exact, sched, x_big, [t], gen(4)).item() == pytest.approx(excess, rel=0.03)
+    wrong = eps_error_per_t(exact_eps_model(eight_gaussians_gmm(), sched), exact, sched, x0, ts, gen(1), relative=True)
     assert wrong[0] > 0.1 and wrong[2] < 0.05 * wrong[0]       # all data laws look alike at t = T
 
 
