@@ -23,18 +23,73 @@ def _reproduce(args) -> int:
 def _eval(args) -> int:
     from .evaluate import evaluate
     from .faces.detect import FaceNotFoundError
+    from .swap.diffusion import SwapOutOfMemory
 
+    options = {k: v for k, v in (("checkpoint", args.checkpoint), ("steps", args.steps),
+                                 ("guidance", args.guidance), ("id_guidance", args.id_guidance)) if v is not None}
+    if options and args.method != "diffusion":
+        print(f"dfs eval: --checkpoint/--steps/--guidance/--id-guidance apply to --method diffusion, not "
+              f"{args.method}", file=sys.stderr)
+        return 2
     try:
         report = evaluate(args.method, data=args.data, pairs=args.pairs, seed=args.seed, out=args.out,
                           held_out=args.held_out, split_seed=args.split_seed,
                           max_per_identity=args.max_per_identity, self_pairs=args.self_pairs,
-                          progress=not args.no_progress, keep_examples=False)
-    except (ValueError, FileNotFoundError, FaceNotFoundError) as e:
+                          progress=not args.no_progress, keep_examples=False, method_options=options)
+    except (ValueError, FileNotFoundError, FaceNotFoundError, SwapOutOfMemory) as e:
         print(f"dfs eval: {e}", file=sys.stderr)
         return 2
     print(report.table)
     for f in report.files:
         print(f"wrote {f}")
+    return 0
+
+
+def _train_swap(args) -> int:
+    from .swap.config import load_config
+    from .swap.diffusion import SwapOutOfMemory, train_swap
+
+    try:
+        cfg = load_config(args.config, **({"steps": args.steps} if args.steps is not None else {}))
+        trainer = train_swap(cfg, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+    except (ValueError, FileNotFoundError, SwapOutOfMemory) as e:
+        print(f"dfs train-swap: {e}", file=sys.stderr)
+        return 2
+    from .train import latest_checkpoint
+    last = trainer.history[-1] if trainer.history else {}
+    print(f"trained to step {trainer.step}" + (f" (loss {last['loss']:.4g})" if "loss" in last else "")
+          + f"; checkpoint {latest_checkpoint(trainer.config.checkpoint_dir)}")
+    return 0
+
+
+def _swap(args) -> int:
+    from pathlib import Path
+
+    from .faces.detect import FaceNotFoundError
+    from .faces.images import BadImageError
+    from .swap.diffusion import DiffusionSwap, SwapOutOfMemory
+    from .swap.pipeline import SwapPipeline
+
+    try:
+        method = DiffusionSwap(args.checkpoint, steps=args.steps, guidance=args.guidance,
+                               id_guidance=args.id_guidance, batch_size=args.batch_size, progress=True)
+        pipe = SwapPipeline(method)
+        target = Path(args.target)
+        if target.is_dir():
+            out = Path(args.out)
+            if out.suffix.lower() == ".png":
+                raise ValueError(f"--target is a folder, so --out must be a folder, got {out}")
+            results = pipe.swap_many(args.source, target, seed=args.seed, errors="skip")
+            paths = [r.save(out / (Path(r.target.name).stem + ".png")) for r in results]
+            for name, why in pipe.skipped:
+                print(f"skipped {name}: {why}", file=sys.stderr)
+        else:
+            paths = [pipe.swap(args.source, target, seed=args.seed).save(args.out)]
+    except (ValueError, FileNotFoundError, FaceNotFoundError, BadImageError, SwapOutOfMemory) as e:
+        print(f"dfs swap: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"wrote {p}")
     return 0
 
 
@@ -67,7 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--self-pairs", type=int, default=None,
                    help="targets swapped onto themselves for PSNR/SSIM (default min(pairs, 10))")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("--checkpoint", default=None, help="diffusion: checkpoint (run or step folder)")
+    e.add_argument("--steps", type=int, default=None, help="diffusion: DDIM steps")
+    e.add_argument("--guidance", type=float, default=None, help="diffusion: classifier-free guidance scale")
+    e.add_argument("--id-guidance", type=float, default=None, help="diffusion: identity-gradient guidance scale")
     e.set_defaults(func=_eval)
+
+    t = sub.add_parser("train-swap", help="train the diffusion face-swap model (resumes from its checkpoints)")
+    t.add_argument("--config", default="quick", help="a preset (quick, full) or a YAML file (default quick)")
+    t.add_argument("--steps", type=int, default=None, help="override the configuration's number of steps")
+    t.add_argument("--checkpoint-dir", default=None, help="override the configuration's checkpoint folder")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train_swap)
+
+    s = sub.add_parser("swap", help="put the source's face identity onto the target photo(s) (diffusion model)")
+    s.add_argument("--source", required=True, help="photo of the identity to use")
+    s.add_argument("--target", required=True, help="a photo, or a folder of photos (swapped in batches)")
+    s.add_argument("--out", required=True, help="output .png (a folder when --target is a folder)")
+    s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's, 25)")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 2.0)")
+    s.add_argument("--id-guidance", type=float, default=None, help="identity-gradient guidance scale (default 0)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the first target (the i-th uses seed + i)")
+    s.add_argument("--batch-size", type=int, default=8, help="targets per sampling batch (default 8)")
+    s.add_argument("--checkpoint", default=None, help="checkpoint: a run folder or step folder "
+                   "(default: the quick preset's runs/swap-quick)")
+    s.set_defaults(func=_swap)
     return p
 
 

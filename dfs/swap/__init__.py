@@ -18,8 +18,13 @@ def _source_pasted(**kwargs):
     return SourcePasted(**kwargs)
 
 
-# name -> factory(**options); later methods (diffusion, FaceShifter) register here
-METHODS = {"classical": _classical, "source-pasted": _source_pasted}
+def _diffusion(**kwargs):
+    from .diffusion import DiffusionSwap
+    return DiffusionSwap(**kwargs)
+
+
+# name -> factory(**options); later methods (FaceShifter) register here
+METHODS = {"classical": _classical, "source-pasted": _source_pasted, "diffusion": _diffusion}
 
 
 def get_method(name: str, **options):

@@ -1,0 +1,148 @@
+"""The face-swap model's settings: one dataclass, read from YAML presets (``quick``, ``full``) or a file.
+
+    cfg = load_config("quick")                    # dfs/swap/presets/quick.yaml
+    cfg = load_config("my_run.yaml")              # any YAML file with a subset of the fields below
+    cfg = load_config("quick", steps=50)          # overrides
+
+The fields fall in three groups: the model (what a checkpoint must match to be loaded), the training run, and
+the sampler's defaults.  ``MODEL_FIELDS`` lists the first group; a checkpoint written with other values cannot be
+loaded into this configuration (``check_compatible``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+PRESETS = ("quick", "full")
+MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
+                "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma", "schedule", "T")
+
+
+@dataclass
+class SwapConfig:
+    # -- the model ----------------------------------------------------------------------------------------------
+    image_size: int = 32                   # aligned crop side S (pixels); the pipeline crops at this size
+    template: str = "ffhq"                 # dfs.faces.align template of the crops
+    block_out_channels: tuple = (32, 64, 128)
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    attention_head_dim: int = 8            # channels per attention head
+    id_dim: int = 128                      # identity embedding size (dlib ResNet: 128)
+    id_tokens: int = 4                     # K: identity tokens for cross-attention
+    token_dim: int = 64                    # width of each token (the U-Net's cross_attention_dim)
+    heatmap_sigma: float = 0.02            # landmark heatmap standard deviation, fraction of S
+    schedule: str = "cosine"               # dfs.diffusion schedule name
+    T: int = 1000
+    # -- the losses ---------------------------------------------------------------------------------------------
+    p_uncond: float = 0.1                  # identity tokens -> null tokens with this probability (CFG)
+    id_weight: float = 0.1                 # lambda_id of the identity loss (0 turns it off)
+    id_t_max: int = 400                    # identity loss only for t < id_t_max (code timesteps)
+    rec_weight: float = 0.0                # reconstruction of x_0 outside the mask (0: off)
+    # -- training -----------------------------------------------------------------------------------------------
+    data: str | None = None                # faces folder (None: DFS_DATA / data/)
+    held_out: float = 0.2                  # identities held out for evaluation (the split dfs eval uses)
+    split_seed: int = 0
+    max_per_identity: int = 30
+    cache_dir: str | None = None           # aligned-crop cache (None: <user cache>/swap_faces_<S>_<template>)
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    ema_decay: float = 0.99
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"            # "bf16" on a GPU
+    checkpoint_dir: str = "runs/swap-quick"   # relative paths are relative to the repository root
+    checkpoint_every: int = 100
+    log_every: int = 25
+    seed: int = 0
+    # -- sampling defaults --------------------------------------------------------------------------------------
+    sample_steps: int = 25
+    guidance: float = 2.0
+    id_guidance: float = 0.0               # identity-gradient guidance scale (0: off)
+
+    def __post_init__(self):
+        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        n = len(self.block_out_channels)
+        if n < 2:
+            raise ValueError(f"block_out_channels needs at least 2 levels, got {self.block_out_channels}")
+        if self.image_size < 32 or self.image_size % 2 ** (n - 1):
+            raise ValueError(f"image_size must be >= 32 and divisible by 2^(levels-1) = {2 ** (n - 1)}, "
+                             f"got {self.image_size}")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"every width in block_out_channels {self.block_out_channels} must be divisible by "
+                             f"norm_num_groups={self.norm_num_groups}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if self.id_weight < 0 or self.rec_weight < 0:
+            raise ValueError(f"id_weight and rec_weight must be >= 0, got {self.id_weight}, {self.rec_weight}")
+        if not 0 < self.id_t_max <= self.T:
+            raise ValueError(f"id_t_max must be in (0, T={self.T}], got {self.id_t_max}")
+        if self.template not in ("ffhq", "arcface"):
+            raise ValueError(f"template must be 'ffhq' or 'arcface', got {self.template!r}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    def model_dict(self) -> dict:
+        """The fields a checkpoint must match."""
+        d = asdict(self)
+        return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in MODEL_FIELDS}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["block_out_channels"] = list(d["block_out_channels"])
+        return d
+
+    def resolved_checkpoint_dir(self) -> Path:
+        return resolve_path(self.checkpoint_dir)
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return resolve_path(self.cache_dir)
+        from dfs.faces.identity import cache_dir
+        return cache_dir() / f"swap_faces_{self.image_size}_{self.template}"
+
+
+def resolve_path(p: str | os.PathLike) -> Path:
+    """Absolute paths as they are; relative ones below the repository root (so notebooks and the CLI agree)."""
+    from dfs.paths import repo_root
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else repo_root() / p
+
+
+def preset_path(name: str) -> Path:
+    return Path(__file__).parent / "presets" / f"{name}.yaml"
+
+
+def config_from_dict(d: dict, where: str = "the configuration") -> SwapConfig:
+    known = {f.name for f in fields(SwapConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {unknown}; known settings are {sorted(known)}")
+    return SwapConfig(**d)
+
+
+def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> SwapConfig:
+    """A preset name (``quick``, ``full``) or a YAML file, with keyword overrides."""
+    import yaml
+
+    s = str(name_or_path)
+    path = preset_path(s) if s in PRESETS else Path(s).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no configuration {s!r}: use a preset ({', '.join(PRESETS)}) or a YAML file path")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a configuration is a YAML mapping of setting: value")
+    d.update(overrides)
+    return config_from_dict(d, str(path))
+
+
+def check_compatible(saved: dict, config: SwapConfig, where: str) -> None:
+    """Raise ValueError when a checkpoint's model settings differ from ``config``'s."""
+    want = config.model_dict()
+    diff = {k: (saved.get(k), want[k]) for k in want if saved.get(k) != want[k]}
+    if diff:
+        what = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{where} was trained for another model ({what}); pass a checkpoint of this configuration "
+                         f"or the configuration it was trained with (another checkpoint_dir for a new run)")

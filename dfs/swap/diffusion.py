@@ -1,0 +1,516 @@
+"""The diffusion face swap: an inpainting diffusion model conditioned on the source's identity.
+
+In the spirit of DiffSwap (Zhao et al. 2023), REFace (Baliah et al. 2024) and DiffFace (Kim et al. 2022), on the
+aligned crops of :mod:`dfs.swap.pipeline` (side S, pixel space, values in [-1, 1]):
+
+* **Denoiser** ε_θ(x_t, t, c, τ(e)): a diffusers ``UNet2DConditionModel`` whose input is the noisy crop x_t
+  concatenated (channels) with the condition c = [ target ⊙ (1 - m),  m,  H(landmarks) ]: the target with its
+  face region blanked, the soft face mask m, and 5 landmark heatmaps (jaw, brows, nose, eyes, mouth; each the max
+  of isotropic Gaussians at the 68 landmarks of that group) that carry the target's pose and expression;
+* **identity**: the source's identity embedding e (dlib's ResNet, 128-D unit vector) mapped to K tokens
+  τ(e) = W e (``dfs.latent.EmbeddingTokens``) and read by the U-Net's cross-attention,
+  softmax(Q Kᵀ/√d) V with K = W_K τ(e), V = W_V τ(e) (Rombach et al. 2022, eq. 3; the thesis's Fig. 1.5);
+  replaced by learned null tokens ∅ with probability p_uncond for classifier-free guidance (Ho & Salimans 2022);
+* **training pairs**: x_0 = an aligned photo of a person, e = the embedding of *another* photo of the same person,
+  so the masked face must be rebuilt from the identity tokens and the target's context;
+* **losses** (``SwapDiffusion.forward``):
+  L = ‖ε − ε_θ(x_t, t, c, τ(e))‖²                                         (Algorithm 1 / Ho et al. eq. 14)
+    + λ_id · w(t) · (1 − cos(ID(m ⊙ x̂_0 + (1 − m) ⊙ x_0), e))               (identity loss)
+    + λ_rec · ‖(1 − m) ⊙ (x̂_0 − x_0)‖²                                      (optional, outside the mask)
+  with x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t (eq. 2 solved for x_0) and the weight w(t) = ᾱ_t · 1[t < t_max]
+  (:func:`id_loss_weight`).  Why this schedule: x̂_0 is the posterior mean E[x_0 | x_t], a blur whose detail
+  grows with the signal fraction ᾱ_t = SNR/(1 + SNR) of x_t; an identity network judged on a blur at high noise
+  gives gradients that mostly sharpen towards an average face rather than the person, so the weight follows
+  ᾱ_t (→ 1 at low noise, → 0 at high noise) and is cut to zero above t_max, which also skips the cost of the
+  identity network on most of the batch.  Samples whose condition was dropped (∅) get no identity loss;
+* **sampling** (:func:`sample_swap`): DDIM (Song et al. 2021, eq. 12) with classifier-free guidance
+  ε̃ = ε_θ(x_t, ∅) + s (ε_θ(x_t, e) − ε_θ(x_t, ∅)) (Ho & Salimans 2022, eq. 6; s = 1 conditional, s = 0
+  unconditional) and optional identity-gradient guidance ε̂ = ε̃ − γ √(1−ᾱ_t) ∇_{x_t} cos(ID(x̂_0), e)
+  (classifier guidance with log p(e | x_t) ∝ γ cos, Dhariwal & Nichol 2021, eq. 14 / Algorithm 2).
+
+``ID(·)`` is :class:`dfs.faces.identity.DlibResNetEncoder` on the 150-pixel chip dlib would cut from the crop:
+:func:`chip_matrix` reads dlib's own chip geometry (``dlib.get_face_chip_details`` on the 68 landmarks), and
+``dfs.faces.align.warp_affine`` cuts it differentiably.
+
+Training goes through :class:`dfs.train.Trainer` (:func:`train_swap`); :class:`DiffusionSwap` is the
+:class:`~dfs.swap.pipeline.SwapMethod` that ``dfs swap`` and ``dfs eval --method diffusion`` use.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dfs.diffusion import NoiseSchedule, ddim_sample, extract, predict_x0_from_eps, q_sample
+from dfs.faces.align import warp_affine
+from dfs.latent import EmbeddingTokens, cfg_eps, drop_condition
+from dfs.swap.config import SwapConfig, check_compatible, config_from_dict, load_config
+
+# landmark groups of the iBUG 68-point layout -> one heatmap channel each
+LANDMARK_GROUPS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
+                   "mouth": range(48, 68)}
+CHIP_SIZE, CHIP_PADDING = 150, 0.25          # dlib's face-recognition chip
+
+
+class SwapOutOfMemory(RuntimeError):
+    """The device ran out of memory while training or sampling."""
+
+
+def _oom_message(what: str, exc: BaseException) -> str:
+    return (f"out of memory while {what} ({str(exc).splitlines()[0][:160]}); use fewer sampling steps or a smaller "
+            "batch (--batch-size / batch_size), a smaller image_size, or the CPU (DFS_DEVICE=cpu)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# conditioning
+
+
+def landmark_heatmaps(landmarks68: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """(B, 68, 2) landmarks in crop pixels -> (B, 5, S, S) heatmaps, one per group of ``LANDMARK_GROUPS``:
+    H_g(q) = max_{k in g} exp(−‖q − p_k‖² / (2σ²)), σ in pixels."""
+    lm = torch.as_tensor(landmarks68, dtype=torch.float32)
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise ValueError(f"landmarks68 must be (B, 68, 2), got {tuple(lm.shape)}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
+    r = torch.arange(size, dtype=lm.dtype, device=lm.device)
+    dx2 = (r[None, None, :] - lm[..., 0:1]) ** 2                      # (B, 68, S) over x
+    dy2 = (r[None, None, :] - lm[..., 1:2]) ** 2                      # (B, 68, S) over y
+    g = torch.exp(-(dy2[..., :, None] + dx2[..., None, :]) / (2 * sigma ** 2))   # (B, 68, S, S)
+    return torch.stack([g[:, list(idx)].amax(1) for idx in LANDMARK_GROUPS.values()], 1)
+
+
+def condition_channels() -> int:
+    """Channels of c: masked target (3) + mask (1) + heatmaps (5)."""
+    return 3 + 1 + len(LANDMARK_GROUPS)
+
+
+def chip_matrix(landmarks68, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
+    """The (2, 3) map from the image the landmarks live in to dlib's face chip (``dlib.get_face_chip`` geometry:
+    ``get_face_chip_details`` on the 68 points; the chip's corners are the detail rectangle's corners rotated by
+    its angle about its centre, dlib's ``get_mapping_to_chip``)."""
+    import cv2
+    import dlib
+
+    lm = np.asarray(landmarks68, np.float64)
+    if lm.shape != (68, 2):
+        raise ValueError(f"landmarks68 must be (68, 2), got {lm.shape}")
+    k = 16.0  # dlib points are integers: scale by k (1/16-pixel precision), undo it on the matrix below
+    pts = np.round(lm * k)
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    rect = dlib.rectangle(int(x0), int(y0), int(x1), int(y1))
+    det = dlib.full_object_detection(rect, [dlib.point(int(x), int(y)) for x, y in pts])
+    d = dlib.get_face_chip_details(det, size, padding)
+    c = np.array([(d.rect.left() + d.rect.right()) / 2, (d.rect.top() + d.rect.bottom()) / 2])
+    R = np.array([[math.cos(d.angle), -math.sin(d.angle)], [math.sin(d.angle), math.cos(d.angle)]])
+    corners = np.array([[d.rect.left(), d.rect.top()], [d.rect.right(), d.rect.top()],
+                        [d.rect.right(), d.rect.bottom()]], np.float64)
+    src = (corners - c) @ R.T + c
+    dst = np.array([[0, 0], [d.cols - 1, 0], [d.cols - 1, d.rows - 1]], np.float64)
+    A = cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+    return A @ np.diag([k, k, 1.0])
+
+
+def chip_matrices(landmarks68) -> torch.Tensor:
+    """(B, 68, 2) -> (B, 2, 3) float32 crop -> chip matrices."""
+    lm = np.asarray(torch.as_tensor(landmarks68).detach().cpu(), np.float64)
+    return torch.from_numpy(np.stack([chip_matrix(p) for p in lm])).float()
+
+
+@functools.lru_cache(maxsize=4)
+def identity_encoder(device: str = "cpu"):
+    """dlib's ResNet (frozen, differentiable in its input) on ``device``, loaded once per process."""
+    from dfs.faces.identity import DlibResNetEncoder
+    return DlibResNetEncoder().to(device)
+
+
+def identity_of_crops(x: torch.Tensor, chip_M: torch.Tensor, encoder=None) -> torch.Tensor:
+    """ID(x): unit identity vectors (B, 128) of crops ``x`` in [−1, 1], through the chips ``chip_M`` (B, 2, 3)
+    cut differentiably (``warp_affine``)."""
+    enc = encoder if encoder is not None else identity_encoder(str(x.device))
+    chips = warp_affine(((x.float() + 1) / 2).clamp(0, 1), chip_M.to(x.device), CHIP_SIZE, padding_mode="border")
+    return enc.embed(chips.clamp(0, 1))
+
+
+def id_loss_weight(sched: NoiseSchedule, t: torch.Tensor, t_max: int) -> torch.Tensor:
+    """w(t) = ᾱ_t · 1[t < t_max] (module docstring: why)."""
+    abar = sched.alphas_cumprod.to(t.device)[t].float()
+    return torch.where(t < t_max, abar, torch.zeros_like(abar))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the model
+
+
+def build_swap_unet(cfg: SwapConfig):
+    """A diffusers ``UNet2DConditionModel`` for the swap: input x_t ⊕ c (3 + 9 channels), output ε (3 channels);
+    cross-attention on every level but the first (full-resolution attention costs S⁴ and the first level only
+    needs local detail), width ``token_dim``."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=cfg.image_size, in_channels=3 + condition_channels(), out_channels=3,
+        block_out_channels=cfg.block_out_channels, layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=cfg.token_dim,
+        attention_head_dim=cfg.attention_head_dim)
+
+
+class SwapDiffusion(nn.Module):
+    """ε_θ(x_t, t, c, τ(e)) with its identity tokens, and the training loss as ``forward`` (module docstring)."""
+
+    def __init__(self, config: SwapConfig):
+        super().__init__()
+        self.config = config
+        self.unet = build_swap_unet(config)
+        self.id_proj = EmbeddingTokens(config.id_dim, config.id_tokens, config.token_dim)
+        self.null_tokens = nn.Parameter(torch.randn(config.id_tokens, config.token_dim) / math.sqrt(config.token_dim))
+        self.schedule = NoiseSchedule.from_name(config.schedule, config.T)
+
+    def condition(self, target: torch.Tensor, mask: torch.Tensor, landmarks68: torch.Tensor) -> torch.Tensor:
+        """c = [target ⊙ (1 − m), m, H(landmarks)]: (B, 9, S, S) from target (B, 3, S, S) in [−1, 1], mask
+        (B, 1, S, S) in [0, 1] and landmarks (B, 68, 2) in crop pixels."""
+        S = self.config.image_size
+        if target.shape[1:] != (3, S, S) or mask.shape[1:] != (1, S, S):
+            raise ValueError(f"target must be (B, 3, {S}, {S}) and mask (B, 1, {S}, {S}); got {tuple(target.shape)} "
+                             f"and {tuple(mask.shape)}")
+        heat = landmark_heatmaps(landmarks68.to(target.device), S, self.config.heatmap_sigma * S).to(target.dtype)
+        return torch.cat([target * (1 - mask), mask, heat], 1)
+
+    def tokens(self, embedding: torch.Tensor | None, batch: int | None = None) -> torch.Tensor:
+        """τ(e) = (B, K, token_dim); ``None`` gives the null tokens ∅ for ``batch`` samples."""
+        if embedding is None:
+            return self.null_tokens.unsqueeze(0).expand(batch, -1, -1)
+        return self.id_proj(embedding.to(self.null_tokens.dtype))
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.unet(torch.cat([x_t, cond.to(x_t.dtype)], 1), t, encoder_hidden_states=tokens.to(x_t.dtype)).sample
+
+    def forward(self, target, mask, landmarks68, source_embedding, chip_M) -> dict:
+        """The training loss (module docstring) on a batch: returns {"loss", "eps_mse", "id_loss", "rec_loss"}.
+
+        t and ε come from the global RNG, which the Trainer seeds per step (exact resume)."""
+        cfg, sched = self.config, self.schedule
+        B = target.shape[0]
+        t = torch.randint(0, sched.T, (B,)).to(target.device)
+        noise = torch.randn(target.shape).to(target)
+        x_t = q_sample(sched, target, t, noise)
+        cond = self.condition(target, mask, landmarks68)
+        tok, dropped = drop_condition(self.tokens(source_embedding), self.null_tokens, cfg.p_uncond)
+        eps = self.eps(x_t, t, cond, tok)
+        eps_mse = torch.mean((eps.float() - noise.float()) ** 2)
+        zero = eps_mse.new_zeros(())
+        id_loss, rec_loss = zero, zero
+        if cfg.id_weight > 0 or cfg.rec_weight > 0:
+            x0_hat = predict_x0_from_eps(sched, x_t, t, eps).clamp(-1, 1)
+            if cfg.id_weight > 0:
+                w = id_loss_weight(sched, t, cfg.id_t_max) * (~dropped.to(t.device)).float()
+                sel = w > 0
+                if sel.any():
+                    m = mask[sel]
+                    composite = m * x0_hat[sel] + (1 - m) * target[sel]
+                    cos = (identity_of_crops(composite, chip_M[sel]) * source_embedding[sel].float()).sum(-1)
+                    id_loss = (w[sel] * (1 - cos)).sum() / B
+            if cfg.rec_weight > 0:
+                rec_loss = torch.mean(((1 - mask) * (x0_hat - target)).float() ** 2)
+        loss = eps_mse + cfg.id_weight * id_loss + cfg.rec_weight * rec_loss
+        return {"loss": loss, "eps_mse": eps_mse, "id_loss": id_loss, "rec_loss": rec_loss}
+
+
+def swap_loss(model, batch, step: int):
+    """The Trainer's loss function: ``model(*batch)`` through accelerate's wrapper (multi-GPU safe)."""
+    return model(*batch)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sampling
+
+
+def guided_eps(model: SwapDiffusion, cond: torch.Tensor, tokens: torch.Tensor, guidance: float):
+    """ε̃(x_t, t) = ε(x_t, ∅) + s (ε(x_t, e) − ε(x_t, ∅)) (``dfs.latent.cfg_eps``), both branches in one U-Net call;
+    s = 1 is the conditional model alone, s = 0 the unconditional one."""
+    B = tokens.shape[0]
+    if guidance == 1:
+        return lambda x, t: model.eps(x, t, cond, tokens)
+    null = model.tokens(None, B)
+    if guidance == 0:
+        return lambda x, t: model.eps(x, t, cond, null)
+    both_c, both_tok = torch.cat([cond, cond]), torch.cat([null, tokens])
+
+    def eps(x, t):
+        e_u, e_c = model.eps(torch.cat([x, x]), torch.cat([t, t]), both_c, both_tok).chunk(2)
+        return cfg_eps(e_u, e_c, guidance)
+    return eps
+
+
+def identity_guided(eps_fn, model: SwapDiffusion, target, mask, embedding, chip_M, scale: float):
+    """ε̂ = ε̃ − γ √(1−ᾱ_t) ∇_{x_t} cos(ID(m ⊙ x̂_0 + (1−m) ⊙ target), e) (Dhariwal & Nichol 2021, eq. 14)."""
+    sched = model.schedule
+
+    def eps(x, t):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            e = eps_fn(x, t)
+            x0 = predict_x0_from_eps(sched, x, t, e).clamp(-1, 1)
+            cos = (identity_of_crops(mask * x0 + (1 - mask) * target, chip_M) * embedding.float()).sum()
+            (grad,) = torch.autograd.grad(cos, x)
+        return e.detach() - scale * extract(sched.sqrt_one_minus_alphas_cumprod, t, x) * grad
+    return eps
+
+
+@torch.no_grad()
+def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, landmarks68: torch.Tensor,
+                embedding: torch.Tensor | None, steps: int = 25, guidance: float = 2.0, id_guidance: float = 0.0,
+                chip_M: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+    """Swapped crops x_0 (B, 3, S, S) in [−1, 1] by DDIM (``steps`` steps) with classifier-free guidance
+    ``guidance`` and identity-gradient guidance ``id_guidance`` (module docstring).  ``embedding=None``: the
+    unconditional model (an inpainting with no identity)."""
+    if guidance < 0 or id_guidance < 0:
+        raise ValueError(f"guidance and id_guidance must be >= 0, got {guidance}, {id_guidance}")
+    dev = next(model.parameters()).device
+    target, mask = target.to(dev), mask.to(dev)
+    cond = model.condition(target, mask, landmarks68.to(dev))
+    B = target.shape[0]
+    if embedding is None:
+        if id_guidance > 0:
+            raise ValueError("identity guidance needs a source embedding")
+        eps_fn = guided_eps(model, cond, model.tokens(None, B), 1.0)
+    else:
+        embedding = embedding.to(dev)
+        eps_fn = guided_eps(model, cond, model.tokens(embedding), guidance)
+        if id_guidance > 0:
+            if chip_M is None:
+                chip_M = chip_matrices(landmarks68)
+            eps_fn = identity_guided(eps_fn, model, target, mask, embedding, chip_M.to(dev), id_guidance)
+    return ddim_sample(eps_fn, model.schedule, target.shape, steps, eta, generator, dev, clip_x0=1.0, x_T=x_T,
+                       progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training data: cached aligned faces of the training identities, (target, source) = two photos of one person
+
+
+def _to_unit(crops_uint8: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float in [−1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(crops_uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class SwapData:
+    """Aligned training faces as tensors, and the pair sampler the Trainer calls: ``data(step, generator)`` draws
+    ``batch_size`` targets uniformly among faces whose person has another photo, and for each a source photo of
+    the same person (not the same photo).  Returns (target, mask, landmarks68, source embedding, chip matrix)."""
+
+    def __init__(self, crops: torch.Tensor, masks: torch.Tensor, landmarks68: torch.Tensor,
+                 embeddings: torch.Tensor, identities, batch_size: int, chip_M: torch.Tensor | None = None):
+        n = len(crops)
+        if not (len(masks) == len(landmarks68) == len(embeddings) == len(identities) == n):
+            raise ValueError("crops, masks, landmarks68, embeddings and identities need one row per face")
+        ids = np.asarray(identities).astype(str)
+        order = np.argsort(ids, kind="stable")
+        self.crops, self.masks = crops[order], masks[order]
+        self.landmarks68, self.embeddings = landmarks68[order].float(), embeddings[order].float()
+        self.identities = ids[order]
+        self.chip_M = (chip_M[order] if chip_M is not None else chip_matrices(self.landmarks68))
+        _, start, count = np.unique(self.identities, return_index=True, return_counts=True)
+        group = np.repeat(np.arange(len(start)), count)
+        self._start, self._count = torch.from_numpy(start[group]), torch.from_numpy(count[group])
+        self._usable = torch.from_numpy(np.nonzero(count[group] >= 2)[0])
+        if len(self._usable) == 0:
+            raise ValueError("training pairs need at least one person with two or more photos")
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    @property
+    def people(self) -> int:
+        return len(set(self.identities))
+
+    def pairs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target indices, source indices): same person, different photos."""
+        i = self._usable[torch.randint(0, len(self._usable), (batch,), generator=generator)]
+        start, count = self._start[i], self._count[i]
+        shift = 1 + (torch.rand(batch, generator=generator) * (count - 1).double()).long()   # 1 .. count-1
+        j = start + (i - start + shift) % count
+        return i, j
+
+    def __call__(self, step: int, generator: torch.Generator):
+        i, j = self.pairs(self.batch_size, generator)
+        return (self.crops[i], self.masks[i], self.landmarks68[i], self.embeddings[j], self.chip_M[i])
+
+
+def prepare_training_data(config: SwapConfig, progress: bool = True) -> SwapData:
+    """The training identities (``held_out`` / ``split_seed`` split, the one ``dfs eval`` uses) of ``config.data``,
+    aligned at ``image_size`` through the preprocessing cache (built once, re-used)."""
+    from dfs.data.face_cache import build_face_cache, load_face_cache
+    from dfs.data.faces import FaceImages
+    from dfs.evaluate import load_faces
+
+    faces = load_faces(config.data)
+    train, _ = faces.split(config.held_out, config.split_seed)
+    seen: dict[str, int] = {}
+    keep = []
+    for r in train.records:
+        seen[r.identity] = seen.get(r.identity, 0) + 1
+        if seen[r.identity] <= config.max_per_identity:
+            keep.append(r)
+    train = FaceImages(keep, name=train.name)
+    cache = config.resolved_cache_dir()
+    report = build_face_cache(train, cache, size=config.image_size, template=config.template, embed="dlib",
+                              progress=progress)
+    if progress:
+        print(f"training faces: {report}")
+    a = load_face_cache(cache)
+    wanted = {str(p) for p in train.paths}
+    rows = np.array([str(p) in wanted for p in a["path"]])
+    return SwapData(_to_unit(a["crop"][rows]), torch.from_numpy(a["mask"][rows]).float()[:, None] / 255.0,
+                    torch.from_numpy(a["landmarks68"][rows]).float(), torch.from_numpy(a["embedding"][rows]),
+                    a["identity"][rows], config.batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training and checkpoints
+
+
+def train_config(config: SwapConfig, progress: bool = True, checkpoint_dir: str | os.PathLike | None = None):
+    from dfs.train import TrainConfig
+    return TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                       warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, ema_decay=config.ema_decay,
+                       seed=config.seed, checkpoint_dir=str(checkpoint_dir or config.resolved_checkpoint_dir()),
+                       checkpoint_every=config.checkpoint_every, log_every=config.log_every, progress=progress,
+                       mixed_precision=config.mixed_precision, extra={"swap_config": config.to_dict()})
+
+
+def saved_config(checkpoint: str | os.PathLike) -> dict:
+    """The swap configuration stored in a checkpoint folder's state.json."""
+    state = json.loads((Path(checkpoint) / "state.json").read_text())
+    cfg = state.get("config", {}).get("extra", {}).get("swap_config")
+    if cfg is None:
+        raise ValueError(f"{checkpoint} is a dfs checkpoint but not of a face-swap model (no swap_config)")
+    return cfg
+
+
+def train_swap(config: SwapConfig | str = "quick", data=None, progress: bool = True,
+               checkpoint_dir: str | os.PathLike | None = None, loss_fn=None):
+    """Train (or resume) the swap model with :class:`dfs.train.Trainer`; returns the trainer after ``fit``.
+
+    ``data``: a :class:`SwapData` (default: :func:`prepare_training_data`).  A checkpoint folder that already holds
+    a run of another model configuration is refused (pass another ``checkpoint_dir``)."""
+    from dfs.train import Trainer, latest_checkpoint
+
+    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+    tcfg = train_config(cfg, progress, checkpoint_dir)
+    last = latest_checkpoint(tcfg.checkpoint_dir)
+    if last is not None:
+        check_compatible(saved_config(last), cfg, f"the checkpoint {last}")
+    data = data if data is not None else prepare_training_data(cfg, progress)
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed (resume needs them)
+    try:
+        trainer = Trainer(SwapDiffusion(cfg), loss_fn or swap_loss, data, tcfg)
+        trainer.fit()
+    except torch.OutOfMemoryError as e:
+        raise SwapOutOfMemory(_oom_message("training", e)) from None
+    return trainer
+
+
+def find_checkpoint(checkpoint: str | os.PathLike) -> Path:
+    """A checkpoint folder (``step_NNNNNNN`` with state.json) or a run folder (its newest checkpoint)."""
+    from dfs.train import latest_checkpoint
+
+    p = Path(checkpoint).expanduser()
+    if (p / "state.json").is_file():
+        return p
+    last = latest_checkpoint(p)
+    if last is None:
+        raise FileNotFoundError(f"no face-swap checkpoint at {p}: train one with `dfs train-swap --config quick` "
+                                "or pass --checkpoint <run folder or step_NNNNNNN folder>")
+    return last
+
+
+def load_swap_model(checkpoint: str | os.PathLike, config: SwapConfig | None = None, ema: bool = True,
+                    device=None) -> tuple[SwapDiffusion, SwapConfig, Path]:
+    """(model in eval mode, its configuration, the checkpoint folder).  With ``config``, a checkpoint trained for
+    another model configuration (image size, widths, tokens, ...) raises ValueError."""
+    from dfs.train import load_weights
+
+    path = find_checkpoint(checkpoint)
+    saved = saved_config(path)
+    if config is not None:
+        check_compatible(saved, config, f"the checkpoint {path}")
+    cfg = config or config_from_dict(saved, str(path))
+    model = load_weights(SwapDiffusion(cfg), path, ema=ema).eval().requires_grad_(False)
+    return model.to(device or "cpu"), cfg, path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline adapter
+
+
+def default_checkpoint() -> Path:
+    return load_config("quick").resolved_checkpoint_dir()
+
+
+class DiffusionSwap:
+    """The diffusion swap as a :class:`~dfs.swap.pipeline.SwapMethod`: crops at the model's size, DDIM with
+    classifier-free (and optional identity) guidance, one seed per pair (its x_T)."""
+
+    name = "diffusion"
+    template = "ffhq"
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None, steps: int | None = None,
+                 guidance: float | None = None, id_guidance: float | None = None, batch_size: int = 8,
+                 device=None, model: SwapDiffusion | None = None, progress: bool = False):
+        from dfs.device import get_device
+
+        self.device = torch.device(device) if device is not None else get_device()
+        if model is not None:
+            self.model, self.config, self.checkpoint = model.eval().to(self.device), model.config, "in-memory model"
+        else:
+            self.model, self.config, path = load_swap_model(checkpoint or default_checkpoint(), device=self.device)
+            self.checkpoint = str(path)
+        cfg = self.config
+        self.steps = int(steps if steps is not None else cfg.sample_steps)
+        self.guidance = float(guidance if guidance is not None else cfg.guidance)
+        self.id_guidance = float(id_guidance if id_guidance is not None else cfg.id_guidance)
+        if self.steps < 1 or self.steps > cfg.T:
+            raise ValueError(f"steps must be in [1, {cfg.T}], got {self.steps}")
+        self.crop_size, self.template, self.batch_size = cfg.image_size, cfg.template, int(batch_size)
+        self.progress = progress
+        self._embedder = None
+
+    def source_embeddings(self, sources) -> torch.Tensor:
+        """The sources' identity vectors from their full photos (the chip dlib cuts, as in the training cache)."""
+        from dfs.metrics import FaceEmbedder
+        if self._embedder is None:
+            self._embedder = FaceEmbedder(identity_encoder("cpu"))
+        return torch.from_numpy(self._embedder([(s.image, s.face) for s in sources])).float()
+
+    def swap(self, sources, targets, context) -> list[np.ndarray]:
+        opt = context.options
+        steps, guidance = int(opt.get("steps", self.steps)), float(opt.get("guidance", self.guidance))
+        id_guidance = float(opt.get("id_guidance", self.id_guidance))
+        S = self.crop_size
+        target = _to_unit(np.stack([t.crop for t in targets]))
+        mask = torch.from_numpy(np.stack([t.mask for t in targets])).float()[:, None]
+        lm = torch.from_numpy(np.stack([t.landmarks68 for t in targets])).float()
+        x_T = torch.stack([torch.randn(3, S, S, generator=context.generator(i, "cpu")) for i in range(len(targets))])
+        try:
+            emb = self.source_embeddings(sources)
+            x0 = sample_swap(self.model, target, mask, lm, emb, steps, guidance, id_guidance,
+                             chip_M=chip_matrices(lm) if id_guidance > 0 else None, x_T=x_T.to(self.device),
+                             progress=self.progress)
+        except torch.OutOfMemoryError as e:
+            raise SwapOutOfMemory(_oom_message(f"sampling {len(targets)} swaps with {steps} steps", e)) from None
+        out = ((x0.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return list(out)

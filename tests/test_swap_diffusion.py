@@ -1,0 +1,343 @@
+"""The diffusion face swap (dfs.swap.diffusion): conditioning, guidance, identity loss, chips vs dlib, pairs,
+resume through dfs.train, the pipeline adapter (paste-back, PNG metadata, seeds), the CLI and every error message.
+
+Tiny U-Nets at 32 px on real faces of the shared LFW subset (DFS_DATA; CI: ../shared/data/faces)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dfs.swap.config import MODEL_FIELDS, SwapConfig, load_config
+from dfs.swap import diffusion as D
+
+FACES = Path(os.environ.get("DFS_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "faces")
+LFW = FACES / "lfw_home" / "lfw_funneled"
+pytestmark = pytest.mark.skipif(not LFW.is_dir(), reason=f"no LFW subset at {LFW} (set DFS_DATA)")
+
+PEOPLE = ("Adrien_Brody", "Amelie_Mauresmo")
+
+
+def tiny(**kw) -> SwapConfig:
+    base = dict(image_size=32, block_out_channels=[16, 32], norm_num_groups=8, attention_head_dim=8, id_tokens=2,
+                token_dim=16, T=100, id_t_max=100, steps=6, batch_size=4, checkpoint_every=2, log_every=2,
+                warmup_steps=0, lr=1e-3, ema_decay=0.9, sample_steps=3)
+    base.update(kw)
+    return SwapConfig(**base)
+
+
+def photo(person: str, i: int) -> Path:
+    return LFW / person / f"{person}_{i:04d}.jpg"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from dfs.swap.pipeline import SwapPipeline, SourcePasted
+    return SwapPipeline(SourcePasted(), crop_size=32)
+
+
+@pytest.fixture(scope="module")
+def aligned(pipe):
+    """Three photos each of two people, aligned at 32 px."""
+    return [pipe.align(photo(p, i)) for p in PEOPLE for i in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def data(aligned):
+    from dfs.metrics import FaceEmbedder
+    emb = torch.from_numpy(FaceEmbedder(D.identity_encoder("cpu"))([(a.image, a.face) for a in aligned])).float()
+    return D.SwapData(D._to_unit(np.stack([a.crop for a in aligned])),
+                      torch.from_numpy(np.stack([a.mask for a in aligned]))[:, None].float(),
+                      torch.from_numpy(np.stack([a.landmarks68 for a in aligned])).float(), emb,
+                      [p for p in PEOPLE for _ in range(3)], batch_size=4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# configuration
+
+
+def test_presets_load_and_describe_the_model():
+    q, f = load_config("quick"), load_config("full")
+    assert q.image_size in (32, 64) and f.image_size >= 128
+    assert f.mixed_precision == "bf16" and q.mixed_precision == "no"
+    assert set(q.model_dict()) == set(MODEL_FIELDS)
+    assert load_config("quick", steps=7).steps == 7
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config("quick", image_sise=32)
+    with pytest.raises(FileNotFoundError, match="preset"):
+        load_config("nope")
+    with pytest.raises(ValueError, match="divisible"):
+        SwapConfig(image_size=34, block_out_channels=(32, 64, 128))
+    f = tmp_path / "c.yaml"
+    f.write_text("image_size: 64\nsteps: 3\n")
+    c = load_config(f)
+    assert (c.image_size, c.steps, c.batch_size) == (64, 3, SwapConfig().batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# conditioning and geometry
+
+
+def test_heatmaps_peak_at_their_landmarks():
+    lm = torch.full((1, 68, 2), 5.0)
+    lm[0, 48:68] = torch.tensor([20.0, 11.0])          # the mouth group at (x=20, y=11)
+    h = D.landmark_heatmaps(lm, 32, sigma=1.5)
+    assert h.shape == (1, 5, 32, 32)
+    mouth = list(D.LANDMARK_GROUPS).index("mouth")
+    y, x = np.unravel_index(h[0, mouth].argmax().item(), (32, 32))
+    assert (x, y) == (20, 11) and h[0, mouth, 11, 20] == pytest.approx(1.0)
+    assert h[0, mouth, 11, 22].item() == pytest.approx(np.exp(-4 / (2 * 1.5 ** 2)), rel=1e-5)
+
+
+def test_conditioning_shapes_and_masked_target(aligned):
+    cfg = tiny()
+    m = D.SwapDiffusion(cfg)
+    assert m.unet.config.in_channels == 3 + D.condition_channels() == 12
+    assert m.unet.config.cross_attention_dim == cfg.token_dim
+    tgt = D._to_unit(np.stack([a.crop for a in aligned[:2]]))
+    mask = torch.from_numpy(np.stack([a.mask for a in aligned[:2]]))[:, None]
+    lm = torch.from_numpy(np.stack([a.landmarks68 for a in aligned[:2]])).float()
+    c = m.condition(tgt, mask, lm)
+    assert c.shape == (2, 9, 32, 32)
+    torch.testing.assert_close(c[:, :3], tgt * (1 - mask))
+    inside = mask[:, 0] > 0.999
+    assert inside.any() and c[:, :3].permute(1, 0, 2, 3)[:, inside].abs().max() < 1e-2   # face blanked
+    tok = m.tokens(torch.randn(2, 128))
+    assert tok.shape == (2, cfg.id_tokens, cfg.token_dim)
+    assert m.tokens(None, 2).shape == tok.shape
+    assert m.eps(torch.randn(2, 3, 32, 32), torch.tensor([3, 50]), c, tok).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="target must be"):
+        m.condition(tgt[:, :, :16], mask, lm)
+
+
+def test_chip_matrix_matches_dlibs_face_chip(aligned):
+    """Our differentiable chip (warp_affine with chip_matrix) against dlib.get_face_chip, also on a rotated face."""
+    import cv2
+    import dlib
+
+    from dfs.faces.align import apply_affine, warp_affine
+
+    a = aligned[0]
+    big = 200
+    for angle in (0.0, 25.0):
+        R = cv2.getRotationMatrix2D((big / 2, big / 2), angle, big / 32)   # crop -> a rotated, enlarged image
+        R[:, 2] = (big - 1) / 2 - R[:, :2] @ np.array([15.5, 15.5])
+        img = cv2.warpAffine(a.crop, R, (big, big), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        lm = np.round(apply_affine(R, a.landmarks68))
+        det = dlib.full_object_detection(dlib.rectangle(0, 0, big, big), [dlib.point(int(x), int(y)) for x, y in lm])
+        ref = np.asarray(dlib.get_face_chip(img, det, 150, 0.25)).astype(np.float64)
+        ours = warp_affine(torch.from_numpy(img).permute(2, 0, 1)[None].double(),
+                           torch.from_numpy(D.chip_matrix(lm))[None], 150, "border")[0].permute(1, 2, 0).numpy()
+        inner = (slice(10, -10), slice(10, -10))
+        shifted = np.abs(ref - np.roll(ref, 4, axis=1))[inner].mean()
+        assert np.abs(ref - ours)[inner].mean() < 0.25 * shifted, angle
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# guidance and losses
+
+
+def test_guidance_scale_one_is_conditional_zero_is_unconditional():
+    torch.manual_seed(0)
+    m = D.SwapDiffusion(tiny()).eval()
+    with torch.no_grad():
+        m.null_tokens.normal_()
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 60])
+    cond = torch.randn(2, 9, 32, 32)
+    tok = m.tokens(torch.randn(2, 128))
+    with torch.no_grad():
+        e_c, e_u = m.eps(x, t, cond, tok), m.eps(x, t, cond, m.tokens(None, 2))
+        assert (e_c - e_u).abs().max() > 1e-4                       # the tokens matter
+        torch.testing.assert_close(D.guided_eps(m, cond, tok, 1.0)(x, t), e_c)
+        torch.testing.assert_close(D.guided_eps(m, cond, tok, 0.0)(x, t), e_u)
+        torch.testing.assert_close(D.guided_eps(m, cond, tok, 2.5)(x, t), e_u + 2.5 * (e_c - e_u),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_identity_loss_weight_schedule():
+    from dfs.diffusion import NoiseSchedule
+    s = NoiseSchedule.from_name("cosine", 100)
+    t = torch.arange(100)
+    w = D.id_loss_weight(s, t, 40)
+    torch.testing.assert_close(w[:40], s.alphas_cumprod[:40].float())
+    assert (w[40:] == 0).all() and (w[:40].diff() < 0).all()
+
+
+def test_identity_loss_gradient_reaches_the_unet(data):
+    torch.manual_seed(1)
+    m = D.SwapDiffusion(tiny(p_uncond=0.0, id_weight=1.0))
+    batch = data(0, torch.Generator().manual_seed(0))
+    out = m(*batch)
+    assert out["id_loss"] > 0
+    out["id_loss"].backward()
+    grads = [p.grad for p in m.unet.parameters() if p.grad is not None]
+    assert grads and sum(g.abs().sum() for g in grads) > 0
+    assert m.id_proj.proj.weight.grad.abs().sum() > 0             # through cross-attention to the tokens
+    # above t_max the identity loss is zero: no gradient from it
+    m.zero_grad()
+    m.config.id_t_max = 1
+    torch.manual_seed(1)
+    out = m(*batch)
+    assert out["id_loss"] == 0
+
+
+def test_pairs_are_same_person_different_photo(data):
+    i, j = data.pairs(200, torch.Generator().manual_seed(0))
+    assert (i != j).all()
+    assert (data.identities[i.numpy()] == data.identities[j.numpy()]).all()
+    assert len(set(j.tolist())) == len(data)                       # every photo serves as a source
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training, resume, checkpoints
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, data):
+    cfg = tiny(id_weight=0.1, steps=4)
+    straight = D.train_swap(cfg, data=data, progress=False, checkpoint_dir=tmp_path / "a")
+
+    class Killed(BaseException):
+        pass
+
+    def dies_at_3(model, batch, step):
+        if step == 3:
+            raise Killed
+        return D.swap_loss(model, batch, step)
+
+    with pytest.raises(Killed):
+        D.train_swap(cfg, data=data, progress=False, checkpoint_dir=tmp_path / "b", loss_fn=dies_at_3)
+    resumed = D.train_swap(cfg, data=data, progress=False, checkpoint_dir=tmp_path / "b")
+    assert resumed.step == 4
+    for a, b in zip(straight.raw_model.parameters(), resumed.raw_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [h["step"] for h in resumed.history] == [2, 4]
+    assert {"eps_mse", "id_loss"} <= set(resumed.history[-1])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("ckpt")
+    D.train_swap(tiny(steps=2), data=data, progress=False, checkpoint_dir=d)
+    return d
+
+
+def test_checkpoint_errors(tmp_path, checkpoint, data):
+    with pytest.raises(FileNotFoundError, match="dfs train-swap"):
+        D.load_swap_model(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="image_size: checkpoint 32 vs config 64"):
+        D.load_swap_model(checkpoint, config=tiny(image_size=64))
+    with pytest.raises(ValueError, match="trained for another model"):   # resuming into another configuration
+        D.train_swap(tiny(steps=3, token_dim=32), data=data, progress=False, checkpoint_dir=checkpoint)
+    model, cfg, path = D.load_swap_model(checkpoint)
+    assert cfg.image_size == 32 and path.name == "step_0000002" and not model.training
+
+
+def test_out_of_memory_is_a_clear_error(checkpoint, aligned, monkeypatch):
+    from dfs.swap.pipeline import SwapPipeline
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    method = D.DiffusionSwap(checkpoint, device="cpu")
+    monkeypatch.setattr(method.model, "eps", oom)
+    with pytest.raises(D.SwapOutOfMemory, match="fewer sampling steps or a smaller batch"):
+        SwapPipeline(method).run(aligned[:1], aligned[3:4])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline adapter and the command line
+
+
+def test_pipeline_swap_pastes_back_outside_the_mask_and_writes_metadata(tmp_path, checkpoint):
+    from dfs.swap.pipeline import SwapPipeline, read_png_metadata
+
+    pipe = SwapPipeline(D.DiffusionSwap(checkpoint, steps=3, guidance=2.0, device="cpu"))
+    src, tgt = pipe.align(photo(PEOPLE[0], 1), "source"), pipe.align(photo(PEOPLE[1], 1), "target")
+    r0, r0b, r1 = (pipe.run([src], [tgt], seed=s)[0] for s in (0, 0, 1))
+    assert r0.image.shape == tgt.image.shape and r0.crop.shape == (32, 32, 3)
+    np.testing.assert_array_equal(r0.image, r0b.image)             # same seed, same swap
+    assert np.abs(r0.crop.astype(int) - r1.crop).mean() > 1         # another seed, another x_T
+    # outside the (inverse-warped) mask the photo is untouched; inside it changed
+    from dfs.evaluate import _photo_mask
+    m = _photo_mask(tgt)
+    np.testing.assert_array_equal(r0.image[m == 0], tgt.image[m == 0])
+    assert np.abs(r0.image[m > 0.99].astype(int) - tgt.image[m > 0.99]).mean() > 1
+    meta = read_png_metadata(r0.save(tmp_path / "o.png"))
+    assert meta["dfs:method"] == "diffusion" and meta["dfs:seed"] == "0"
+    assert meta["dfs:checkpoint"].endswith("step_0000002") and "Synthetic" in meta["Description"]
+
+
+def test_identity_guidance_raises_identity_cosine(checkpoint, aligned):
+    """With an untrained model the identity gradient alone must move ID(x̂_0) towards the source."""
+    model, _, _ = D.load_swap_model(checkpoint)
+    tgt = D._to_unit(np.stack([aligned[3].crop]))
+    mask = torch.from_numpy(aligned[3].mask)[None, None]
+    lm = torch.from_numpy(aligned[3].landmarks68)[None].float()
+    src = D.identity_of_crops(D._to_unit(aligned[0].crop[None]), D.chip_matrices(aligned[0].landmarks68[None]))
+    x_T = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cos = []
+    for g in (0.0, 50.0):
+        x0 = D.sample_swap(model, tgt, mask, lm, src, steps=5, guidance=1.0, id_guidance=g, x_T=x_T)
+        x0 = mask * x0 + (1 - mask) * tgt
+        cos.append((D.identity_of_crops(x0, D.chip_matrices(lm)) * src).sum().item())
+    assert cos[1] > cos[0] + 0.01, cos
+
+
+def test_no_face_errors_name_the_file(tmp_path, checkpoint):
+    from PIL import Image
+
+    from dfs.faces.detect import FaceNotFoundError
+    from dfs.swap.pipeline import SwapPipeline
+
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(blank)
+    pipe = SwapPipeline(D.DiffusionSwap(checkpoint, steps=2, device="cpu"))
+    with pytest.raises(FaceNotFoundError, match=r"source photo.*wall\.png"):
+        pipe.swap(blank, photo(PEOPLE[1], 1))
+    with pytest.raises(FaceNotFoundError, match=r"target photo.*wall\.png"):
+        pipe.swap(photo(PEOPLE[0], 1), blank)
+
+
+def test_cli_swap_on_a_target_folder_and_errors(tmp_path, checkpoint, capsys):
+    from dfs.cli import main
+    from dfs.swap.pipeline import read_png_metadata
+
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    for i in (1, 2):
+        shutil.copy(photo(PEOPLE[1], i), folder / f"t{i}.jpg")
+    out = tmp_path / "out"
+    rc = main(["swap", "--source", str(photo(PEOPLE[0], 1)), "--target", str(folder), "--out", str(out),
+               "--steps", "2", "--seed", "5", "--checkpoint", str(checkpoint)])
+    assert rc == 0
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == ["t1.png", "t2.png"]
+    assert [read_png_metadata(f)["dfs:seed"] for f in files] == ["5", "6"]
+    rc = main(["swap", "--source", str(photo(PEOPLE[0], 1)), "--target", str(folder / "t1.jpg"),
+               "--out", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "missing")])
+    assert rc == 2 and "no face-swap checkpoint" in capsys.readouterr().err
+
+
+def test_cli_train_swap_on_a_small_folder(tmp_path, capsys):
+    """`dfs train-swap --config file.yaml` end to end: identity split, face cache, Trainer, checkpoint."""
+    from dfs.cli import main
+
+    root = tmp_path / "faces"
+    for p in PEOPLE + ("Andre_Agassi",):
+        (root / p).mkdir(parents=True)
+        for i in (1, 2, 3):
+            shutil.copy(photo(p, i), root / p)
+    cfg = tiny(steps=2, data=str(root), held_out=1, cache_dir=str(tmp_path / "cache"),
+               checkpoint_dir=str(tmp_path / "run")).to_dict()
+    import yaml
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train-swap", "--config", str(tmp_path / "c.yaml"), "--no-progress"]) == 0
+    assert (tmp_path / "run" / "step_0000002" / "ema.safetensors").is_file()
+    assert "step_0000002" in capsys.readouterr().out
