@@ -507,13 +507,13 @@ def vlb_term(sched: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t, p: di
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
     t = _check_t(t, x_t, sched.T)
     true_mean, _, true_log_var = q_posterior_mean_variance(sched, x0, x_t, t)
-    kl = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"])
-    if decoder == "discretized":
-        nll = -discretized_gaussian_log_likelihood(x0, p["mean"], p["log_variance"])
-    else:
-        nll = -gaussian_log_likelihood(x0, p["mean"], p["log_variance"])
-    first = (t == 0).reshape(-1, *([1] * (x0.dim() - 1)))
-    return torch.where(first, nll, kl).flatten(1).sum(1)
+    out = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]).flatten(1).sum(1)
+    first = (t == 0).nonzero().squeeze(1)
+    if len(first):                    # the decoder term, only where t = 0 (log_ndtr is the costly part)
+        mean, log_var = p["mean"][first], p["log_variance"].expand_as(p["mean"])[first]
+        ll = (discretized_gaussian_log_likelihood if decoder == "discretized" else gaussian_log_likelihood)
+        out = out.index_put((first,), -ll(x0[first], mean, log_var).flatten(1).sum(1))
+    return out
 
 
 def _randn(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,354 @@
+"""Notebook 03's experiments: which loss (L_simple, L_hybrid, L_vlb), which variance (fixed or learned), which
+schedule (linear or cosine) and how few sampling steps — measured as NLL in bits/dim, a sample distance to
+held-out data and gradient noise (Nichol & Dhariwal 2021, "iDDPM", §3–4, at a much smaller scale).
+
+    cfg = study_config(quick=True)
+    train, test = digits_8bit(flat=cfg.model == "mlp")
+    run = train_run("hybrid", "cosine", cfg, train)         # a Run: EMA model, schedule, variance, history
+    bpd = nll(run, test)                                     # bits/dim per held-out digit (the full bound)
+    x = sample(run, 500, K=50, sampler="ddpm")               # K respaced steps (iDDPM §4)
+
+The maths is in :mod:`dfs.diffusion`; this module only wires models, data and :class:`dfs.train.Trainer`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from . import diffusion as D
+
+LOSSES = ("simple", "hybrid", "vlb")
+SAMPLERS = ("ddpm_small", "ddpm_large", "ddpm_learned", "ddim")
+
+
+QUICK_RUNS = (("simple", "cosine"), ("hybrid", "cosine"), ("vlb", "cosine"), ("hybrid", "linear"))
+
+
+@dataclass
+class StudyConfig:
+    T: int = 250                        # diffusion steps used for training
+    model: str = "mlp"                  # "mlp" (flattened 8×8 digits) or "unet" (diffusers UNet2DModel on 8×8)
+    hidden: int = 384                   # MLP width
+    layers: int = 2                     # MLP residual blocks
+    steps: int = 800                    # training updates per run (the same for every loss)
+    batch_size: int = 128
+    lr: float = 2e-3
+    ema_decay: float = 0.995
+    runs: tuple = QUICK_RUNS            # (loss, schedule) pairs to train
+    n_samples: int = 250                # samples per sampler and K
+    Ks: tuple = (1000, 250, 100, 50, 25, 10)   # iDDPM Fig. 8's K; those > T are skipped
+    probe_every: int = 200              # gradient-noise probe interval (steps)
+    probe_batches: int = 12             # minibatches per gradient-noise estimate
+    device: str | None = None           # None: accelerate decides (CUDA when present)
+    mixed_precision: str = "no"         # fp32: the bound's small-t terms need it
+    progress: bool = False
+
+
+def study_config(quick: bool, **overrides) -> StudyConfig:
+    """QUICK: an MLP on flattened digits, T = 250, 800 updates per run, 4 runs (a few CPU minutes in all).
+    FULL: diffusers' UNet2DModel on the 8×8 images, T = 1000, 8000 updates per run, 5 runs (a GPU is advised)."""
+    cfg = StudyConfig() if quick else StudyConfig(
+        T=1000, model="unet", steps=8000, batch_size=256, lr=5e-4, ema_decay=0.999, probe_every=1000,
+        n_samples=1000, runs=QUICK_RUNS + (("simple", "linear"),))
+    return replace(cfg, **overrides)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: scikit-learn's digits on the 8-bit grid
+# ----------------------------------------------------------------------------------------------------------
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Round values in [−1, 1] to the 8-bit grid u/127.5 − 1, u ∈ {0, …, 255} (what the discretised decoder
+    of Ho et al. eq. 13 assumes)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+def digits_8bit(flat: bool = True, test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1797 8×8 digits (:func:`dfs.data.digits.digits_images`), snapped to the 8-bit grid and split at random
+    (fixed ``seed``) into train and held-out test. ``flat`` gives (N, 64) rows for the MLP, else (N, 1, 8, 8)."""
+    from .data.digits import digits_images
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    x, _ = digits_images(size=8)
+    x = quantize_8bit(x)
+    if flat:
+        x = x.flatten(1)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(test_fraction * len(x)))
+    return x[perm[n_test:]].contiguous(), x[perm[:n_test]].contiguous()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------
+
+
+class UNetEps(nn.Module):
+    """A diffusers ``UNet2DModel`` as a plain ``model(x_t, t) -> tensor`` (its ``.sample``)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t).sample
+
+
+def build_model(cfg: StudyConfig, dim: int, learned_variance: bool) -> nn.Module:
+    """ε_θ (or ε_θ and v for a learned variance: twice the output channels, iDDPM §3.1) for ``dim``-dimensional
+    rows (MLP) or 1×8×8 images (U-Net)."""
+    out = 2 if learned_variance else 1
+    if cfg.model == "mlp":
+        from .toy import MLPEpsModel
+
+        m = MLPEpsModel(dim=dim, hidden=cfg.hidden, layers=cfg.layers)
+        m.out[-1] = nn.Linear(cfg.hidden, out * dim)          # the learned-variance head outputs [ε, v]
+        return m
+    if cfg.model == "unet":
+        from .nets import build_unet
+
+        return UNetEps(build_unet(sample_size=8, in_channels=1, out_channels=out, preset="tiny", attention=False))
+    raise ValueError(f"unknown model {cfg.model!r}; choose 'mlp' or 'unet'")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------
+
+
+def schedule_for(name: str, T: int) -> D.NoiseSchedule:
+    """The named schedule with T steps; the linear one rescaled by 1000/T (``scale_to_T``) so that a short chain
+    destroys the signal as completely as Ho et al.'s T = 1000 one (the cosine schedule is defined for any T)."""
+    return D.NoiseSchedule.from_name(name, T, scale_to_T=True)
+
+
+
+def loss_fn(loss: str, sched: D.NoiseSchedule, decoder: str = "discretized", sampler: D.ImportanceSampler | None = None):
+    """``loss_fn(model, batch, step)`` for :class:`dfs.train.Trainer`: L_simple (Ho et al. eq. 14), L_hybrid
+    (iDDPM eq. 16) or L_vlb (with ``sampler``: importance-sampled t, iDDPM §3.3)."""
+    if loss == "simple":
+        return lambda model, x0, step: D.loss_simple(model, sched, x0)
+    if loss == "hybrid":
+        return lambda model, x0, step: D.loss_hybrid(model, sched, x0, decoder=decoder, return_terms=True)
+    if loss == "vlb":
+        return lambda model, x0, step: D.loss_vlb(model, sched, x0, sampler=sampler, decoder=decoder)
+    raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+
+
+@dataclass
+class Run:
+    name: str
+    loss: str
+    schedule: str
+    sched: D.NoiseSchedule
+    variance: str                        # "fixed_small" for L_simple runs, "learned_range" otherwise
+    model: nn.Module                     # the EMA model, eval mode
+    shape: tuple                         # one sample's shape: (64,) or (1, 8, 8)
+    history: list
+    seconds: float
+    noise: list = field(default_factory=list)   # gradient-noise probe records
+
+
+def train_run(loss: str, schedule: str, cfg: StudyConfig, train: torch.Tensor, seed: int = 0,
+              probe: "GradientNoiseProbe | None" = None, decoder: str = "discretized") -> Run:
+    """Train one model with ``loss`` on ``train`` under a ``schedule`` of cfg.T steps through the one Trainer.
+
+    ``probe`` (optional) measures gradient noise at the live weights every ``cfg.probe_every`` steps.
+    """
+    from .data.digits import batch_sampler
+    from .train import Trainer, TrainConfig
+
+    sched = schedule_for(schedule, cfg.T)
+    learned = loss != "simple"
+    torch.manual_seed(seed)
+    model = build_model(cfg, train[0].numel(), learned)
+    sampler = D.ImportanceSampler(cfg.T) if loss == "vlb" else None
+    base = loss_fn(loss, sched, decoder, sampler)
+
+    def fn(m, x0, step):
+        if probe is not None and step % cfg.probe_every == 0:
+            probe(m, step)
+        return base(m, x0, step)
+
+    tc = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay, seed=seed,
+                     log_every=50, progress=cfg.progress, device=cfg.device, mixed_precision=cfg.mixed_precision,
+                     grad_clip=1.0)
+    t0 = time.perf_counter()
+    trainer = Trainer(model, fn, batch_sampler(train, batch_size=cfg.batch_size), tc)
+    history = trainer.fit()
+    name = f"L_{loss}{' (IS)' if loss == 'vlb' else ''} · {schedule}"
+    return Run(name, loss, schedule, sched, "learned_range" if learned else "fixed_small",
+               trainer.ema_model.eval(), tuple(train.shape[1:]), history, time.perf_counter() - t0, probe.records if probe else [])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gradient noise (iDDPM Fig. 2)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def gradient_noise_scale(grads: torch.Tensor, batch_size: int) -> float:
+    """McCandlish et al. (2018) B_simple = tr(Σ)/|G|² from n minibatch gradients (rows of ``grads``, (n, P)).
+
+    With ḡ their mean and S = Σ_i ‖g_i − ḡ‖²/(n − 1) (≈ tr(Σ)/b for batch size b): tr(Σ) ≈ b·S and
+    |G|² ≈ ‖ḡ‖² − S/n (unbiased). Large B means the gradient is mostly noise; iDDPM Fig. 2 plots it for
+    L_vlb and L_hybrid. Returns inf when the noise swamps the mean (|G|² estimate ≤ 0).
+    """
+    n = grads.shape[0]
+    if n < 2:
+        raise ValueError("need at least 2 minibatch gradients to estimate their variance")
+    g = grads.double()
+    mean = g.mean(0)
+    s = ((g - mean) ** 2).sum(1).sum().item() / (n - 1)
+    signal = mean.pow(2).sum().item() - s / n
+    return batch_size * s / signal if signal > 0 else math.inf
+
+
+def refresh_importance_sampler(sampler: D.ImportanceSampler, model, sched: D.NoiseSchedule, x0: torch.Tensor,
+                               variance: str = "learned_range") -> None:
+    """Fill ``sampler``'s history with fresh L_t (bits/dim) for every t from :func:`dfs.diffusion.vlb_terms` on
+    the ``sampler.history`` rows of ``x0``, so it is warm for the current weights."""
+    terms = D.vlb_terms(model, sched, x0[: sampler.history], variance)["terms"] / (x0[0].numel() * math.log(2))
+    t = torch.arange(sched.T).repeat(terms.shape[0])
+    sampler.update(t, terms.flatten())
+
+
+class GradientNoiseProbe:
+    """Every call measures :func:`gradient_noise_scale` of L_simple (ε half only), L_hybrid, L_vlb with uniform t
+    and L_vlb with importance-sampled t, all at the *same* weights (a learned-variance model), with
+    ``n_batches`` independent minibatches each (torch.autograd.grad: the trainer's .grad is untouched)."""
+
+    def __init__(self, sched: D.NoiseSchedule, train: torch.Tensor, batch_size: int, n_batches: int = 16, seed: int = 0):
+        self.sched, self.train, self.b, self.n = sched, train, batch_size, n_batches
+        self.g = torch.Generator().manual_seed(seed)
+        self.records: list[dict] = []
+        self.sampler = D.ImportanceSampler(sched.T)
+
+    def _grads(self, model, loss) -> torch.Tensor:
+        params = [p for p in model.parameters() if p.requires_grad]
+        rows = []
+        for _ in range(self.n):
+            x0 = self.train[torch.randint(0, len(self.train), (self.b,), generator=self.g)].to(params[0].device)
+            grads = torch.autograd.grad(loss(model, x0), params, allow_unused=True)
+            rows.append(torch.cat([(gr if gr is not None else torch.zeros_like(p)).flatten() for gr, p in zip(grads, params)]))
+        return torch.stack(rows)
+
+    def __call__(self, model, step: int) -> dict:
+        s, g = self.sched, self.g
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        x_ref = self.train[torch.randint(0, len(self.train), (self.sampler.history,), generator=g)].to(device)
+        refresh_importance_sampler(self.sampler, model, s, x_ref)
+        losses = {
+            "L_simple": lambda m, x: D.loss_simple(lambda xt, t: D.split_model_output(m(xt, t))[0], s, x, generator=g),
+            "L_hybrid": lambda m, x: D.loss_hybrid(m, s, x, generator=g),
+            "L_vlb (uniform t)": lambda m, x: D.loss_vlb(m, s, x, generator=g),
+            "L_vlb (importance t)": lambda m, x: D.loss_vlb(m, s, x, sampler=self._frozen(), generator=g),
+        }
+        rec = {"step": step}
+        for name, loss in losses.items():
+            rec[name] = gradient_noise_scale(self._grads(model, loss), self.b)
+        model.train(was_training)
+        self.records.append(rec)
+        return rec
+
+    def _frozen(self) -> D.ImportanceSampler:
+        """A copy of the warm sampler that the probe's own draws do not update (keeps the estimates independent)."""
+        c = D.ImportanceSampler(self.sampler.T, self.sampler.history, self.sampler.uniform_prob)
+        c._losses, c._count = self.sampler._losses.clone(), self.sampler._count.clone()
+        c.update = lambda t, losses: None
+        return c
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation: NLL in bits/dim, samples with K steps, distance to held-out data
+# ----------------------------------------------------------------------------------------------------------
+
+
+def bound(run: Run, x: torch.Tensor, variance: str | None = None, seed: int = 0, batch_size: int = 512,
+          max_batch: int = 65536, clip_x0: float | None = 1.0) -> dict[str, torch.Tensor]:
+    """The full bound (all T terms, :func:`dfs.diffusion.vlb_terms`) of ``run``'s model on the rows of ``x``:
+    ``bits_per_dim`` per row (B,) and ``terms`` (T,), the mean of each L_t over the rows in bits/dim.
+
+    x̂_0 is clipped to [−1, 1] inside μ_θ (``clip_x0``), as improved-diffusion's ``image_nll.py`` does: the data
+    live there, and unclipped the last step of a cosine chain (β_T = 0.999, ᾱ_T ≈ 10⁻⁸) turns a tiny ε error
+    into a huge x̂_0 error. Any such p_θ is a valid model, so the result is still an upper bound on its NLL.
+    """
+    device = next(run.model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    bpd, terms = [], torch.zeros(run.sched.T, dtype=torch.float64)
+    for i in range(0, len(x), batch_size):
+        out = D.vlb_terms(run.model, run.sched, x[i:i + batch_size].to(device), variance or run.variance,
+                          generator=g, max_batch=max_batch, clip_x0=clip_x0)
+        bpd.append(out["bits_per_dim"].cpu())
+        terms += out["terms"].sum(0).cpu().double()
+    return {"bits_per_dim": torch.cat(bpd), "terms": terms / (len(x) * x[0].numel() * math.log(2))}
+
+
+def eps_only(model):
+    """The ε half of a learned-variance model (DDIM and L_simple read only ε)."""
+    return lambda x, t: D.split_model_output(model(x, t))[0]
+
+
+@torch.no_grad()
+def sample(run: Run, n: int, K: int, sampler: str, seed: int = 0) -> torch.Tensor:
+    """n samples with K respaced steps (iDDPM §4): ``"ddpm_small"`` (σ² = β̃'), ``"ddpm_large"`` (σ² = β'),
+    ``"ddpm_learned"`` (Σ_θ of eq. 15 on the respaced β', β̃') or ``"ddim"`` (η = 0). x̂_0 is clipped to [−1, 1]."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    if sampler == "ddpm_learned" and run.variance != "learned_range":
+        raise ValueError(f"ddpm_learned needs a learned-variance run; {run.name} has {run.variance}")
+    device = next(run.model.parameters()).device
+    sched, S = D.respace(run.sched, K)
+    model = run.model if run.variance == "fixed_small" or sampler == "ddpm_learned" else eps_only(run.model)
+    model = D.RespacedModel(model, S)
+    shape = (n, *run.shape)
+    g = torch.Generator().manual_seed(seed)
+    if sampler == "ddim":
+        return D.ddim_sample(model, sched, shape, steps=K, generator=g, device=device, clip_x0=1.0, progress=False).cpu()
+    variance = {"ddpm_small": "fixed_small", "ddpm_large": "fixed_large", "ddpm_learned": "learned_range"}[sampler]
+    return D.ddpm_sample(model, sched, shape, generator=g, device=device, variance=variance, clip_x0=1.0,
+                         progress=False).cpu()
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, scales=(0.5, 1.0, 2.0)) -> float:
+    """Unbiased MMD² (:func:`dfs.toy.mmd_rbf`) between flattened sample sets, with RBF bandwidths at ``scales``
+    times the median pairwise distance of ``y`` (the median heuristic; digits live at distances ≈ 5–10)."""
+    from .toy import mmd_rbf
+
+    x, y = x.flatten(1).double(), y.flatten(1).double()
+    med = torch.cdist(y, y).median().item()
+    return mmd_rbf(x, y, bandwidths=tuple(s * med for s in scales)).item()
+
+
+def quality_vs_steps(runs: dict, Ks, test: torch.Tensor, n: int, seed: int = 0) -> dict:
+    """MMD² to ``test`` of n samples for every (sampler, K): ``runs`` maps a sampler name to the Run it samples
+    from (e.g. ``{"ddpm_small": simple, "ddpm_learned": hybrid, "ddim": simple}``). Returns {sampler: {K: mmd}}
+    and keeps the samples of the smallest and largest K in ``["samples"][sampler][K]``."""
+    out, keep = {}, {}
+    for sampler, run in runs.items():
+        out[sampler], keep[sampler] = {}, {}
+        for K in Ks:
+            x = sample(run, n, K, sampler, seed=seed)
+            out[sampler][K] = mmd(x, test)
+            if K in (min(Ks), max(Ks)):
+                keep[sampler][K] = x
+    out["samples"] = keep
+    return out
+
+
+def digit_grid(x: torch.Tensor, nrow: int = 10) -> torch.Tensor:
+    """Rows of 64 values (or (N, 1, 8, 8)) tiled into one (8·rows + gaps) image in [0, 1] for ``imshow``."""
+    x = x.reshape(-1, 8, 8)[: nrow * max(1, len(x) // nrow)]
+    rows = math.ceil(len(x) / nrow)
+    grid = torch.ones(rows * 9 - 1, nrow * 9 - 1)
+    for i, im in enumerate(x):
+        r, c = divmod(i, nrow)
+        grid[r * 9:r * 9 + 8, c * 9:c * 9 + 8] = (im.clamp(-1, 1) + 1) / 2
+    return grid
