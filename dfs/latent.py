@@ -511,7 +511,9 @@ class _CaptureCrossAttention:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if encoder_hidden_states is not None and hidden_states.dim() == 3:
             with torch.no_grad():
-                ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+                ctx = encoder_hidden_states
+                if attn.norm_cross:
+                    ctx = attn.norm_encoder_hidden_states(ctx)
                 q = attn.head_to_batch_dim(attn.to_q(hidden_states))
                 k = attn.head_to_batch_dim(attn.to_k(ctx))
                 self.store.add(self.name, attn.get_attention_scores(q, k, None), attn.heads)
@@ -538,20 +540,21 @@ def capture_cross_attention(unet):
 
 @torch.no_grad()
 def reconstruction_quality(autoencoder, x: torch.Tensor) -> dict:
-    """Mean PSNR (dB) and SSIM (Wang et al. 2004, eq. 13; scikit-image, 7×7 uniform window) of D(E(x)) against x,
+    """Mean PSNR (dB) and SSIM (:mod:`dfs.metrics`: Wang et al. 2004, eq. 13, 7×7 uniform window) of D(E(x)) against x,
     one value per image averaged; also the reconstructions. Images in [−1, 1] are mapped to [0, 1] first: SSIM's
     luminance term (2μ_xμ_y + C₁)/(μ_x² + μ_y² + C₁) assumes non-negative intensities (PSNR is unchanged)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from .metrics import psnr, ssim
 
     was_training = autoencoder.training
     autoencoder.eval()
     dev = next(autoencoder.parameters()).device
     x_hat = reconstruct(autoencoder, x.to(dev)).clamp(-1, 1).cpu()
     autoencoder.train(was_training)
-    a, b = (x.cpu().numpy().astype(np.float64) + 1) / 2, (x_hat.numpy().astype(np.float64) + 1) / 2
-    psnr = [peak_signal_noise_ratio(ai, bi, data_range=1.0) for ai, bi in zip(a, b)]
-    ssim = [structural_similarity(ai, bi, data_range=1.0, channel_axis=0, win_size=7) for ai, bi in zip(a, b)]
-    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "reconstructions": x_hat}
+    a = ((x.detach().cpu().double() + 1) / 2).permute(0, 2, 3, 1).numpy()     # (N, H, W, C) in [0, 1]
+    b = ((x_hat.double() + 1) / 2).permute(0, 2, 3, 1).numpy()
+    return {"psnr": float(np.mean([psnr(ai, bi, data_range=1.0) for ai, bi in zip(a, b)])),
+            "ssim": float(np.mean([ssim(ai, bi, data_range=1.0) for ai, bi in zip(a, b)])),
+            "reconstructions": x_hat}
 
 
 def activation_bytes(fn) -> int:
