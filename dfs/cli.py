@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the first target (the i-th uses seed + i)")
     s.add_argument("--batch-size", type=int, default=8, help="targets per sampling batch (default 8)")
     s.add_argument("--checkpoint", default=None, help="checkpoint: a run folder or step folder "
-                   "(default: the quick preset's runs/swap-quick)")
+                   "(default: the quick preset's checkpoints/swap-quick)")
     s.set_defaults(func=_swap)
     return p
 

@@ -341,3 +341,16 @@ def test_cli_train_swap_on_a_small_folder(tmp_path, capsys):
     assert main(["train-swap", "--config", str(tmp_path / "c.yaml"), "--no-progress"]) == 0
     assert (tmp_path / "run" / "step_0000002" / "ema.safetensors").is_file()
     assert "step_0000002" in capsys.readouterr().out
+
+
+def test_swap_identity_score_uses_cross_identity_pairs(data, checkpoint):
+    i, j = D.cross_pairs(data, 20, seed=3)
+    assert (data.identities[i.numpy()] != data.identities[j.numpy()]).all()
+    model, _, _ = D.load_swap_model(checkpoint)
+    s = D.swap_identity_score(model, data, n=3, steps=2, seed=1)
+    assert -1 <= s["cos_source"] <= 1 and -1 <= s["cos_target"] <= 1
+    assert s["results"].shape == (3, 3, 32, 32)
+    # outside the mask the result is the target itself
+    outside = (data.masks[s["targets"]] == 0).expand(-1, 3, -1, -1)
+    assert outside.any()
+    torch.testing.assert_close(s["results"][outside], data.crops[s["targets"]][outside])

@@ -52,7 +52,7 @@ class SwapConfig:
     ema_decay: float = 0.99
     grad_clip: float = 1.0
     mixed_precision: str = "no"            # "bf16" on a GPU
-    checkpoint_dir: str = "runs/swap-quick"   # relative paths are relative to the repository root
+    checkpoint_dir: str = "checkpoints/swap-quick"   # relative paths are relative to the repository root
     checkpoint_every: int = 100
     log_every: int = 25
     seed: int = 0

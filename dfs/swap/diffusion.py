@@ -350,15 +350,19 @@ class SwapData:
         return (self.crops[i], self.masks[i], self.landmarks68[i], self.embeddings[j], self.chip_M[i])
 
 
-def prepare_training_data(config: SwapConfig, progress: bool = True) -> SwapData:
+def prepare_training_data(config: SwapConfig, progress: bool = True, split: str = "train") -> SwapData:
     """The training identities (``held_out`` / ``split_seed`` split, the one ``dfs eval`` uses) of ``config.data``,
-    aligned at ``image_size`` through the preprocessing cache (built once, re-used)."""
+    aligned at ``image_size`` through the preprocessing cache (built once, re-used).  ``split="held_out"``: the
+    held-out identities instead (for validation; cached in a folder of their own)."""
     from dfs.data.face_cache import build_face_cache, load_face_cache
     from dfs.data.faces import FaceImages
     from dfs.evaluate import load_faces
 
+    if split not in ("train", "held_out"):
+        raise ValueError(f"split must be 'train' or 'held_out', got {split!r}")
     faces = load_faces(config.data)
-    train, _ = faces.split(config.held_out, config.split_seed)
+    train, held = faces.split(config.held_out, config.split_seed)
+    train = train if split == "train" else held
     seen: dict[str, int] = {}
     keep = []
     for r in train.records:
@@ -367,6 +371,7 @@ def prepare_training_data(config: SwapConfig, progress: bool = True) -> SwapData
             keep.append(r)
     train = FaceImages(keep, name=train.name)
     cache = config.resolved_cache_dir()
+    cache = cache if split == "train" else cache.with_name(cache.name + "_held_out")
     report = build_face_cache(train, cache, size=config.image_size, template=config.template, embed="dlib",
                               progress=progress)
     if progress:
@@ -377,6 +382,38 @@ def prepare_training_data(config: SwapConfig, progress: bool = True) -> SwapData
     return SwapData(_to_unit(a["crop"][rows]), torch.from_numpy(a["mask"][rows]).float()[:, None] / 255.0,
                     torch.from_numpy(a["landmarks68"][rows]).float(), torch.from_numpy(a["embedding"][rows]),
                     a["identity"][rows], config.batch_size)
+
+
+def cross_pairs(data: SwapData, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` (target, source) index pairs of *different* people (a swap, not a reconstruction), drawn with
+    ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, len(data), (n,), generator=g)
+    j = torch.randint(0, len(data), (n,), generator=g)
+    for k in range(n):
+        while data.identities[j[k]] == data.identities[i[k]]:
+            j[k] = torch.randint(0, len(data), (1,), generator=g)
+    return i, j
+
+
+@torch.no_grad()
+def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps: int = 10, guidance: float = 2.0,
+                        seed: int = 0, id_guidance: float = 0.0) -> dict:
+    """Swap ``n`` cross-identity pairs of ``data`` (:func:`cross_pairs`) and return the mean cosines of ID(result)
+    (blended through the mask) to the source's embedding and to the target's own (the identity the swap should
+    replace), and the results (B, 3, S, S) in [−1, 1]."""
+    i, j = cross_pairs(data, n, seed)
+    was = model.training
+    model.eval()
+    tgt, mask, lm, chip = data.crops[i], data.masks[i], data.landmarks68[i], data.chip_M[i]
+    x_T = torch.randn(tgt.shape, generator=torch.Generator().manual_seed(seed))
+    x0 = sample_swap(model, tgt, mask, lm, data.embeddings[j], steps, guidance, id_guidance, chip, x_T).cpu()
+    model.train(was)
+    out = mask * x0 + (1 - mask) * tgt
+    e = identity_of_crops(out, chip)
+    return {"cos_source": float((e * data.embeddings[j]).sum(-1).mean()),
+            "cos_target": float((e * data.embeddings[i]).sum(-1).mean()), "results": out, "targets": i,
+            "sources": j}
 
 
 # ---------------------------------------------------------------------------------------------------------------
