@@ -74,3 +74,14 @@ def test_mmd_is_small_for_the_same_law_and_large_for_a_shifted_one():
     same = E.mmd(train[:300], test)
     shifted = E.mmd((train[:300] + 0.5).clamp(-1, 1), test)
     assert abs(same) < 0.01 < shifted
+
+
+def test_paired_difference_decides_by_the_standard_error():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(400, generator=g) * 5                      # large shared variation cancels in the pairs
+    noise = lambda: 0.1 * torch.randn(400, generator=g)          # noqa: E731
+    d, se, v = E.paired_difference(base - 0.1 + noise(), base + noise())
+    assert v == "yes" and d == pytest.approx(-0.1, abs=4 * se) and se < 0.01
+    assert E.paired_difference(base + 0.1, base + noise())[2] == "no"
+    with pytest.raises(ValueError):
+        E.paired_difference(base, base[:10])
