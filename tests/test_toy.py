@@ -20,6 +20,15 @@ def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Everything here is tiny: one torch thread is faster, and much faster on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- Gaussian mixture ------------------------------------------------------------------------------------
 
 
@@ -250,10 +259,10 @@ def test_mlp_eps_model_shapes_and_time_dependence():
 
 def test_tiny_mlp_trains_towards_the_exact_loss():
     sched = NoiseSchedule.from_name("linear", 1000)
-    model, history = train_toy("gmm", sched, steps=300, batch_size=256, lr=2e-3, hidden=64, layers=2,
+    model, history = train_toy("gmm", sched, steps=200, batch_size=256, lr=2e-3, hidden=64, layers=2,
                                progress=False, log_every=50, seed=0)
     first, last = history[0]["loss"], history[-1]["loss"]
-    assert len(history) == 6 and last < 0.85 * first
+    assert len(history) == 4 and last < 0.85 * first
     # evaluated on fresh data, the trained model is close to (and not better than) the exact ε*'s L_simple
     x0 = default_gmm().sample(20_000, gen(3))
     with torch.no_grad():
