@@ -3,28 +3,19 @@ triangle count, colour statistics, Poisson blending's invariances, a face swappe
 swaps on real pairs, the pipeline's errors, batches, paste-back geometry and PNG metadata."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dfs.paths import repo_root
 from dfs.swap import classical as C
+from shared_data import shared_lfw_photos  # noqa: E402
 
 cv2 = pytest.importorskip("cv2")
 
 
-def _shared_lfw() -> Path:
-    root = Path(os.environ.get("DFS_DATA") or repo_root().parent / "shared" / "data" / "faces").resolve()
-    p = root / "lfw_home" / "lfw_funneled"
-    if not p.is_dir():
-        pytest.skip(f"the shared LFW subset is not at {root} (set DFS_DATA to a folder holding lfw_home/)")
-    return p
-
-
 def _photo(person: str, i: int = 1) -> Path:
-    return _shared_lfw() / person / f"{person}_{i:04d}.jpg"
+    return shared_lfw_photos() / person / f"{person}_{i:04d}.jpg"
 
 
 @pytest.fixture(scope="module")

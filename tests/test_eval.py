@@ -3,20 +3,11 @@ and markdown outputs, and the command's errors."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from dfs.evaluate import evaluate, sample_pairs
-from dfs.paths import repo_root
-
-
-def _shared_faces() -> Path:
-    root = Path(os.environ.get("DFS_DATA") or repo_root().parent / "shared" / "data" / "faces").resolve()
-    if not (root / "lfw_home" / "lfw_funneled").is_dir():
-        pytest.skip(f"the shared LFW subset is not at {root} (set DFS_DATA to a folder holding lfw_home/)")
-    return root
+from shared_data import shared_faces  # noqa: E402
 
 
 def test_sample_pairs_rules():
@@ -39,7 +30,7 @@ def test_sample_pairs_rules():
 def report(tmp_path_factory):
     pytest.importorskip("dlib")
     pytest.importorskip("face_recognition_models")
-    data = _shared_faces()
+    data = shared_faces()
     out = tmp_path_factory.mktemp("eval")
     return evaluate("classical", data=data, pairs=3, seed=0, out=out, max_per_identity=3, self_pairs=1,
                     progress=False), data

@@ -11,23 +11,15 @@ import numpy as np
 import pytest
 
 from dfs.data import faces as fd
-from dfs.paths import repo_root
+from shared_data import shared_faces  # noqa: E402
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 
-def _shared_faces() -> Path:
-    """The shared LFW subset: DFS_DATA (CI: ../shared/data/faces), else <repo>/../shared/data/faces."""
-    p = Path(os.environ.get("DFS_DATA") or repo_root().parent / "shared" / "data" / "faces").resolve()
-    if not (p / "lfw_home" / "lfw_funneled").is_dir():
-        pytest.skip(f"the shared LFW subset is not at {p} (set DFS_DATA to a folder holding lfw_home/)")
-    return p
-
-
 @pytest.fixture
 def lfw_root() -> Path:
-    return _shared_faces()
+    return shared_faces()
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +163,7 @@ def photos(tmp_path_factory):
     """Four shared LFW photos of two people (copied to tmp so their mtimes can change), a corrupt file and a
     photo without a face, interleaved: [A, A, corrupt, B, no-face, B]."""
     pytest.importorskip("dlib")
-    root = _shared_faces() / "lfw_home" / "lfw_funneled"
+    root = shared_faces() / "lfw_home" / "lfw_funneled"
     d = tmp_path_factory.mktemp("photos")
     out = []
     for name in ("Tom_Hanks", "Muhammad_Ali"):

@@ -4,25 +4,15 @@ Fréchet distance vs closed forms and scipy's sqrtm, identity cosines and retrie
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dfs import metrics as M
-from dfs.paths import repo_root
+from shared_data import shared_lfw_photos  # noqa: E402
 
 cv2 = pytest.importorskip("cv2")
-
-
-def _shared_lfw() -> Path:
-    """The shared LFW subset's photo folder: DFS_DATA (CI: ../shared/data/faces), else <repo>/../shared/data/faces."""
-    root = Path(os.environ.get("DFS_DATA") or repo_root().parent / "shared" / "data" / "faces").resolve()
-    p = root / "lfw_home" / "lfw_funneled"
-    if not p.is_dir():
-        pytest.skip(f"the shared LFW subset is not at {root} (set DFS_DATA to a folder holding lfw_home/)")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +76,7 @@ def test_rotated_photo_gives_its_rotation_as_roll(analyzer):
     """A real photo and a copy rotated by 12 degrees (cv2.getRotationMatrix2D: counter-clockwise on screen for
     positive angles), each with its own dlib landmarks: the roll differs by -12 degrees, within detector noise."""
     from dfs.faces.images import load_image
-    photo = load_image(_shared_lfw() / "Tom_Hanks" / "Tom_Hanks_0001.jpg")
+    photo = load_image(shared_lfw_photos() / "Tom_Hanks" / "Tom_Hanks_0001.jpg")
     H, W = photo.shape[:2]
     R = cv2.getRotationMatrix2D(((W - 1) / 2, (H - 1) / 2), 12.0, 1.0)
     rotated = cv2.warpAffine(photo, R, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
@@ -261,7 +251,7 @@ def test_gallery_rank_known_answer():
 def test_same_person_is_closer_than_different_people(analyzer):
     """dlib's ResNet on real photos: every same-person cosine exceeds every different-person cosine here."""
     from dfs.faces.images import load_image
-    root = _shared_lfw()
+    root = shared_lfw_photos()
     people = ["Tom_Hanks", "Ariel_Sharon", "Britney_Spears"]
     items, labels = [], []
     for p in people:
@@ -280,7 +270,7 @@ def test_same_person_is_closer_than_different_people(analyzer):
 def test_judge_target_unchanged_triple(analyzer):
     """Result = target: zero pose and expression error, cosine 1 to the target, the source's cosine below it."""
     from dfs.faces.images import load_image
-    root = _shared_lfw()
+    root = shared_lfw_photos()
     src, tgt = load_image(root / "Tom_Hanks" / "Tom_Hanks_0001.jpg"), load_image(root / "Ariel_Sharon" /
                                                                                   "Ariel_Sharon_0001.jpg")
     fs, ft = analyzer.largest(src), analyzer.largest(tgt)
@@ -299,7 +289,7 @@ def test_embed_paths_skips_photos_without_a_face(analyzer, tmp_path):
     from dfs.faces.images import load_image
     blank = tmp_path / "wall.png"
     Image.fromarray(np.full((120, 120, 3), 200, np.uint8)).save(blank)
-    photo = _shared_lfw() / "Tom_Hanks" / "Tom_Hanks_0002.jpg"
+    photo = shared_lfw_photos() / "Tom_Hanks" / "Tom_Hanks_0002.jpg"
     embedder = M.FaceEmbedder()
     emb, missing = embedder.embed_paths([photo, blank], analyzer)
     assert list(emb) == [photo] and missing == [blank]
@@ -326,7 +316,7 @@ def test_face_embedder_gives_other_encoders_arcface_crops(analyzer):
             self.seen.append(tuple(images.shape))
             return torch.nn.functional.normalize(images.float().mean((2, 3)) + 1.0, dim=-1)
 
-    im = load_image(_shared_lfw() / "Tom_Hanks" / "Tom_Hanks_0001.jpg")
+    im = load_image(shared_lfw_photos() / "Tom_Hanks" / "Tom_Hanks_0001.jpg")
     face = analyzer.largest(im)
     probe = Probe()
     e = M.FaceEmbedder(probe)([(im, face)])

@@ -1,6 +1,5 @@
 """`dfs reproduce` runs notebooks in order, passes QUICK, collects figures, and names the failing cell."""
 import json
-import sys
 
 import nbformat
 import pytest
