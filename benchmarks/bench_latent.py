@@ -16,35 +16,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from dfs.diffusion import NoiseSchedule
 from dfs.latent import LatentDiffusion, module_loss
 from dfs.nets import build_autoencoder, build_unet, n_params
-from dfs.train import TrainConfig, Trainer
+from steptiming import choose_clock, ms_per_step, ms_per_trainer_step
 
-
-CLOCK = time.perf_counter  # main() switches to process CPU time for single-threaded CPU runs
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_trainer(model, loss_fn, batch, steps, warmup, device, ema, clip=1.0):
     """ms per step of Trainer.fit over a constant batch (the data callable returns it)."""
-    cfg = TrainConfig(steps=warmup, lr=1e-4, ema_decay=0.999 if ema else None, grad_clip=clip, progress=False,
-                      log_every=10**9, device="cpu" if device.type == "cpu" else None)
-    tr = Trainer(model, loss_fn, lambda step, g: batch, cfg)
-    tr.fit(warmup)
-    sync(device)
-    t0 = CLOCK()
-    tr.fit(warmup + steps)
-    sync(device)
-    return 1000 * (CLOCK() - t0) / steps
+    return ms_per_trainer_step(model, loss_fn, batch, steps, warmup, device, 0.999 if ema else None, clip)
 
 
 def time_bare(model, loss_fn, batch, steps, warmup, device, ema, clip=1.0, item=False, seed=False):
@@ -71,14 +55,7 @@ def time_bare(model, loss_fn, batch, steps, warmup, device, ema, clip=1.0, item=
         if ema_p is not None:
             torch._foreach_lerp_(ema_p, [p.detach() for p in live_p], 0.001)
 
-    for _ in range(warmup):
-        step()
-    sync(device)
-    t0 = CLOCK()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return 1000 * (CLOCK() - t0) / steps
+    return ms_per_step(step, steps, warmup, device)
 
 
 def main(argv=None):
@@ -94,19 +71,17 @@ def main(argv=None):
     ap.add_argument("--loop-only", action="store_true", help="skip part 1 (latent vs pixel)")
     ap.add_argument("--attribute", action="store_true", help="also time the bare loop plus each Trainer addition")
     args = ap.parse_args(argv)
-    global CLOCK
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu" and torch.get_num_threads() == 1:
-        CLOCK = time.process_time
+    clock_name = choose_clock(device)
     torch.manual_seed(0)
     S, B = args.size, args.batch
     sched = NoiseSchedule.from_name("linear", 1000)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; images 1×{S}×{S}, batch {B}, U-Net preset {args.preset!r}; "
           f"median of {args.repeats} × {args.steps} steps; clock: "
-          f"{'process CPU time' if CLOCK is time.process_time else 'wall time'}")
+          f"{clock_name}")
 
     pixel = LatentDiffusion(build_unet(S, 1, preset=args.preset), sched)
     x = torch.rand(B, 1, S, S, device=device) * 2 - 1

@@ -16,21 +16,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
 
 from dfs.swap import diffusion as D
 from dfs.swap.config import load_config
-from dfs.train import TrainConfig, Trainer
-
-CLOCK = time.perf_counter
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from steptiming import choose_clock, clock, ms_per_step, ms_per_trainer_step, sync
 
 
 def fake_batch(cfg, B, device):
@@ -50,15 +42,7 @@ def fake_batch(cfg, B, device):
 
 
 def time_trainer(model, batch, steps, warmup, device):
-    cfg = TrainConfig(steps=warmup, lr=1e-4, ema_decay=0.999, grad_clip=1.0, progress=False, log_every=10**9,
-                      device="cpu" if device.type == "cpu" else None)
-    tr = Trainer(model, D.swap_loss, lambda step, g: batch, cfg)
-    tr.fit(warmup)
-    sync(device)
-    t0 = CLOCK()
-    tr.fit(warmup + steps)
-    sync(device)
-    return 1000 * (CLOCK() - t0) / steps
+    return ms_per_trainer_step(model, D.swap_loss, batch, steps, warmup, device)
 
 
 def time_bare(model, batch, steps, warmup, device):
@@ -76,14 +60,7 @@ def time_bare(model, batch, steps, warmup, device):
         opt.step()
         torch._foreach_lerp_(ema, [p.detach() for p in live], 0.001)
 
-    for _ in range(warmup):
-        step()
-    sync(device)
-    t0 = CLOCK()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return 1000 * (CLOCK() - t0) / steps
+    return ms_per_step(step, steps, warmup, device)
 
 
 def time_sampling(model, cfg, B, steps, id_guidance, device, repeats):
@@ -91,11 +68,11 @@ def time_sampling(model, cfg, B, steps, id_guidance, device, repeats):
     runs = []
     for r in range(repeats + 1):  # the first run warms up
         sync(device)
-        t0 = CLOCK()
+        t0 = clock()
         D.sample_swap(model, crops, mask, lm, emb, steps, 2.0, id_guidance, chip)
         sync(device)
         if r:
-            runs.append((CLOCK() - t0) / B)
+            runs.append((clock() - t0) / B)
     return statistics.median(runs)
 
 
@@ -111,18 +88,16 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
-    global CLOCK
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu" and torch.get_num_threads() == 1:
-        CLOCK = time.process_time
+    clock_name = choose_clock(device)
     cfg = load_config(args.config)
     B = args.batch or cfg.batch_size
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; config {args.config!r}: {cfg.image_size} px, widths "
           f"{cfg.block_out_channels}; training batch {B}; clock: "
-          f"{'process CPU time' if CLOCK is time.process_time else 'wall time'}")
+          f"{clock_name}")
 
     torch.manual_seed(0)
     batch = fake_batch(cfg, B, device)
