@@ -4,6 +4,12 @@ A model plugs in through a *loss function* ``loss_fn(model, batch, step) -> loss
 with ``"loss"`` and any other numbers to log) and a *data source*: either a callable ``data(step, generator)``
 returning a batch, or any iterable (a DataLoader), cycled. Everything else lives here:
 
+* several optimisers (a GAN's generator and discriminator): pass ``optimizers={"g": ..., "d": ...}`` and a *step
+  function* ``step_fn(trainer, batch, step) -> logs`` instead of ``loss_fn``; it calls
+  ``trainer.backward_step(loss, "g")`` (zero_grad, backward through accelerate, clipping, step) once per optimiser,
+  in the order it chooses. Every optimiser's state goes into the checkpoint, and ``ema_module="g_net"`` keeps the
+  EMA of one sub-module only (the generator);
+
 * devices and mixed precision through 🤗 ``accelerate`` (CPU, one GPU or several with no code change; bf16 on GPU);
 * an EMA copy of the weights (``trainer.ema_model``);
 * checkpoints as safetensors, written atomically (a temporary folder renamed into place), so a run killed at
@@ -29,6 +35,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 LossFn = Callable[[torch.nn.Module, Any, int], "torch.Tensor | dict"]
+StepFn = Callable[["Trainer", Any, int], dict]
 CHECKPOINT_PREFIX = "step_"
 
 
@@ -108,25 +115,50 @@ def _to_device(batch, device):
 
 
 class Trainer:
-    """Train ``model`` by minimising ``loss_fn`` over ``data`` (see the module docstring)."""
+    """Train ``model`` by minimising ``loss_fn`` over ``data`` (see the module docstring).
 
-    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, data, config: TrainConfig | None = None,
-                 optimizer: torch.optim.Optimizer | None = None):
+    With ``optimizers`` (a dict name -> optimiser over parts of ``model``) and ``step_fn`` the step is the caller's:
+    ``step_fn(trainer, batch, step)`` returns a dict of numbers to log and calls :meth:`backward_step` for each
+    optimiser.  Each optimiser keeps its own learning rate (the warm-up scales it); ``ema_module`` names the
+    sub-module whose EMA is kept (``None``: the whole model).
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn | None, data, config: TrainConfig | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, *,
+                 optimizers: dict[str, torch.optim.Optimizer] | None = None, step_fn: StepFn | None = None,
+                 ema_module: str | None = None):
         from accelerate import Accelerator
 
+        if (loss_fn is None) == (step_fn is None):
+            raise ValueError("pass exactly one of loss_fn (one optimiser, the trainer's step) and step_fn "
+                             "(your own step, e.g. a GAN's two optimisers)")
+        if optimizers is not None and (optimizer is not None or step_fn is None or not optimizers):
+            raise ValueError("optimizers={name: optimiser, ...} needs a step_fn (which steps each of them) and "
+                             "replaces optimizer=")
         self.config = cfg = config or TrainConfig()
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=(cfg.device == "cpu"))
         self.device = self.accelerator.device
-        self.loss_fn, self.data = loss_fn, data
+        self.loss_fn, self.step_fn, self.data = loss_fn, step_fn, data
         torch.manual_seed(cfg.seed)
-        self.optimizer = optimizer or torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.adam_betas,
-            weight_decay=cfg.weight_decay)
-        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self._named = optimizers is not None   # checkpoint format: optimizers.pt {name: state} vs optimizer.pt
+        if optimizers is None:
+            optimizers = {"model": optimizer or torch.optim.AdamW(
+                [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.adam_betas,
+                weight_decay=cfg.weight_decay)}
+        names = list(optimizers)
+        self.model, *opts = self.accelerator.prepare(model, *optimizers.values())
+        self.optimizers: dict[str, torch.optim.Optimizer] = dict(zip(names, opts))
+        self.optimizer = opts[0] if len(opts) == 1 else None   # the single optimiser (None with several)
+        # learning rates before warm-up: the config's for the single-optimiser API, each group's own otherwise
+        self._base_lrs = {n: [cfg.lr if not self._named else g["lr"] for g in o.param_groups]
+                          for n, o in self.optimizers.items()}
         raw = self.accelerator.unwrap_model(self.model)
+        self.ema_module = ema_module
+        if ema_module is not None:
+            raw.get_submodule(ema_module)   # AttributeError early when the name is wrong
         self._ema = None
         if cfg.ema_decay is not None:
-            self._ema = copy.deepcopy(raw).eval().requires_grad_(False)
+            self._ema = copy.deepcopy(self._ema_source()).eval().requires_grad_(False)
         self.step = 0
         self.history: list[dict] = []
         self._wandb = None
@@ -140,19 +172,24 @@ class Trainer:
     def raw_model(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    def _ema_source(self) -> torch.nn.Module:
+        raw = self.raw_model
+        return raw if self.ema_module is None else raw.get_submodule(self.ema_module)
+
     @property
     def ema_model(self) -> torch.nn.Module:
-        """The EMA weights (the live model when EMA is off)."""
-        return self._ema if self._ema is not None else self.raw_model
+        """The EMA weights (the live model when EMA is off); of the ``ema_module`` sub-module when one is named."""
+        return self._ema if self._ema is not None else self._ema_source()
 
     @torch.no_grad()
     def _update_ema(self):
         # Warm-up as in Ho et al.'s code: decay = min(decay, (1 + n) / (10 + n)), so early averages are short.
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        source = self._ema_source()
         ema_p = [p for p in self._ema.parameters()]
-        live_p = [p.detach() for p in self.raw_model.parameters()]
+        live_p = [p.detach() for p in source.parameters()]
         torch._foreach_lerp_(ema_p, live_p, 1 - decay)
-        for b_ema, b in zip(self._ema.buffers(), self.raw_model.buffers()):
+        for b_ema, b in zip(self._ema.buffers(), source.buffers()):
             b_ema.copy_(b)
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -168,11 +205,42 @@ class Trainer:
         w = self.config.warmup_steps
         return self.config.lr * (min(1.0, (self.step + 1) / w) if w > 0 else 1.0)
 
+    def _set_lrs(self) -> None:
+        w = self.config.warmup_steps
+        factor = min(1.0, (self.step + 1) / w) if w > 0 else 1.0
+        for name, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self._base_lrs[name]):
+                group["lr"] = base * factor
+
+    def backward_step(self, loss: torch.Tensor, optimizer: str = "model") -> None:
+        """One optimiser's update from ``loss`` (for step functions): zero its gradients, backward through
+        accelerate, clip its parameters' global norm to ``grad_clip``, step.  Gradients that ``loss`` leaves on
+        other optimisers' parameters are cleared by their own ``backward_step``."""
+        if optimizer not in self.optimizers:
+            raise KeyError(f"no optimiser {optimizer!r}; this trainer has {sorted(self.optimizers)}")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the {optimizer} loss became {loss.item()} at step {self.step}; lower the "
+                                     f"learning rate or check the data")
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if self.config.grad_clip is not None:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            self.accelerator.clip_grad_norm_(params, self.config.grad_clip)
+        opt.step()
+
     def train_step(self, batch) -> dict:
         cfg = self.config
         self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self._lr()
+        self._set_lrs()
+        if self.step_fn is not None:
+            with self.accelerator.autocast():
+                out = self.step_fn(self, batch, self.step)
+            self.step += 1
+            if self._ema is not None:
+                self._update_ema()
+            return {k: (v.detach().float().item() if isinstance(v, torch.Tensor) else v) for k, v in out.items()
+                    if not isinstance(v, torch.Tensor) or v.numel() == 1}
         with self.accelerator.autocast():
             out = self.loss_fn(self.model, batch, self.step)
         out = out if isinstance(out, dict) else {"loss": out}
@@ -212,11 +280,14 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == total:
                     row = {"step": self.step, "seconds": round(time.perf_counter() - t0, 3), "lr": self._lr()}
+                    if self._named:
+                        row.update({f"lr_{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()})
                     row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]
                                 if isinstance(window[0][k], (int, float))})
                     window = []
                     self.history.append(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    shown = [k for k in row if "loss" in k][:3]
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in shown})
                     if self._wandb is not None:
                         self._wandb.log(row, step=self.step)
                 if cfg.checkpoint_dir and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
@@ -251,7 +322,10 @@ class Trainer:
             save_model(self.raw_model, str(tmp / "model.safetensors"))
             if self._ema is not None:
                 save_model(self._ema, str(tmp / "ema.safetensors"))
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            if self._named:
+                torch.save({n: o.state_dict() for n, o in self.optimizers.items()}, tmp / "optimizers.pt")
+            else:
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             cfg = asdict(self.config)
             (tmp / "state.json").write_text(json.dumps(
                 {"step": self.step, "history": self.history, "config": cfg}, indent=1, default=str))
@@ -274,9 +348,24 @@ class Trainer:
         _load_weights(self.raw_model, path / "model.safetensors")
         if self._ema is not None:
             ema_file = path / "ema.safetensors"
-            _load_weights(self._ema, ema_file if ema_file.exists() else path / "model.safetensors")
-        opt_state = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
-        self.optimizer.load_state_dict(opt_state)
+            if ema_file.exists():
+                _load_weights(self._ema, ema_file)
+            else:
+                self._ema.load_state_dict(self._ema_source().state_dict())
+        opt_file = path / ("optimizers.pt" if self._named else "optimizer.pt")
+        if not opt_file.exists():
+            raise ValueError(f"{path} has no {opt_file.name}: it was written by a trainer with "
+                             f"{'one optimiser' if self._named else 'several named optimisers'}, this one has "
+                             f"{sorted(self.optimizers) if self._named else 'one'}")
+        opt_state = torch.load(opt_file, map_location=self.device, weights_only=True)
+        if self._named:
+            if set(opt_state) != set(self.optimizers):
+                raise ValueError(f"{path} holds optimisers {sorted(opt_state)}, this trainer has "
+                                 f"{sorted(self.optimizers)}")
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(opt_state[name])
+        else:
+            self.optimizer.load_state_dict(opt_state)
         state = json.loads(state_file.read_text())
         self.step, self.history = int(state["step"]), list(state["history"])
 
