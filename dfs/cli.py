@@ -25,12 +25,23 @@ def _eval(args) -> int:
     from .faces.detect import FaceNotFoundError
     from .swap.diffusion import SwapOutOfMemory
 
-    options = {k: v for k, v in (("checkpoint", args.checkpoint), ("steps", args.steps),
-                                 ("guidance", args.guidance), ("id_guidance", args.id_guidance)) if v is not None}
+    options = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
+                                 ("id_guidance", args.id_guidance)) if v is not None}
     if options and args.method != "diffusion":
-        print(f"dfs eval: --checkpoint/--steps/--guidance/--id-guidance apply to --method diffusion, not "
-              f"{args.method}", file=sys.stderr)
+        print(f"dfs eval: --steps/--guidance/--id-guidance apply to --method diffusion, not {args.method}",
+              file=sys.stderr)
         return 2
+    if args.checkpoint is not None:
+        if args.method not in ("diffusion", "faceshifter"):
+            print(f"dfs eval: --checkpoint applies to --method diffusion or faceshifter, not {args.method}",
+                  file=sys.stderr)
+            return 2
+        options["checkpoint"] = args.checkpoint
+    if args.no_hear:
+        if args.method != "faceshifter":
+            print("dfs eval: --no-hear applies to --method faceshifter", file=sys.stderr)
+            return 2
+        options["hear"] = False
     try:
         report = evaluate(args.method, data=args.data, pairs=args.pairs, seed=args.seed, out=args.out,
                           held_out=args.held_out, split_seed=args.split_seed,
@@ -49,6 +60,11 @@ def _train_swap(args) -> int:
     from .swap.config import load_config
     from .swap.diffusion import SwapOutOfMemory, train_swap
 
+    if args.model == "faceshifter":
+        return _train_faceshifter(args)
+    if args.hear_steps is not None:
+        print("dfs train-swap: --hear-steps applies to --model faceshifter", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, **({"steps": args.steps} if args.steps is not None else {}))
         trainer = train_swap(cfg, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
@@ -62,18 +78,62 @@ def _train_swap(args) -> int:
     return 0
 
 
+def _train_faceshifter(args) -> int:
+    import time
+
+    from .swap.diffusion import SwapOutOfMemory
+    from .swap.faceshifter import load_config
+    from .swap.faceshifter_train import train_faceshifter
+
+    over = {k: v for k, v in (("steps", args.steps), ("hear_steps", args.hear_steps)) if v is not None}
+    t0 = time.perf_counter()
+    try:
+        cfg = load_config(args.config, **over)
+        trainers = train_faceshifter(cfg, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+    except (ValueError, FileNotFoundError, SwapOutOfMemory) as e:
+        print(f"dfs train-swap: {e}", file=sys.stderr)
+        return 2
+    from .train import latest_checkpoint
+    for stage, tr in trainers.items():
+        last = tr.history[-1] if tr.history else {}
+        shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss_g", "loss_d", "loss") if k in last)
+        print(f"{stage}: trained to step {tr.step}" + (f" ({shown})" if shown else "")
+              + f"; checkpoint {latest_checkpoint(tr.config.checkpoint_dir)}")
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _swap_method(args):
+    from .swap import get_method
+    from .swap.diffusion import DiffusionSwap
+
+    if args.method == "diffusion":
+        if args.no_hear:
+            raise ValueError("--no-hear applies to --method faceshifter")
+        return DiffusionSwap(args.checkpoint, steps=args.steps, guidance=args.guidance,
+                             id_guidance=args.id_guidance, batch_size=args.batch_size, progress=True)
+    given = [f for f, v in (("--steps", args.steps), ("--guidance", args.guidance),
+                            ("--id-guidance", args.id_guidance)) if v is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to --method diffusion, not {args.method}")
+    if args.method == "faceshifter":
+        from .swap.faceshifter import FaceShifterSwap
+        return FaceShifterSwap(args.checkpoint, hear=not args.no_hear, batch_size=args.batch_size)
+    if args.checkpoint is not None or args.no_hear:
+        raise ValueError(f"--checkpoint/--no-hear do not apply to --method {args.method}")
+    return get_method(args.method)
+
+
 def _swap(args) -> int:
     from pathlib import Path
 
     from .faces.detect import FaceNotFoundError
     from .faces.images import BadImageError
-    from .swap.diffusion import DiffusionSwap, SwapOutOfMemory
+    from .swap.diffusion import SwapOutOfMemory
     from .swap.pipeline import SwapPipeline
 
     try:
-        method = DiffusionSwap(args.checkpoint, steps=args.steps, guidance=args.guidance,
-                               id_guidance=args.id_guidance, batch_size=args.batch_size, progress=True)
-        pipe = SwapPipeline(method)
+        pipe = SwapPipeline(_swap_method(args))
         target = Path(args.target)
         if target.is_dir():
             out = Path(args.out)
@@ -122,20 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--self-pairs", type=int, default=None,
                    help="targets swapped onto themselves for PSNR/SSIM (default min(pairs, 10))")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
-    e.add_argument("--checkpoint", default=None, help="diffusion: checkpoint (run or step folder)")
+    e.add_argument("--checkpoint", default=None, help="diffusion or faceshifter: checkpoint (run or step folder)")
+    e.add_argument("--no-hear", action="store_true", help="faceshifter: AEI-Net alone, without HEAR-Net")
     e.add_argument("--steps", type=int, default=None, help="diffusion: DDIM steps")
     e.add_argument("--guidance", type=float, default=None, help="diffusion: classifier-free guidance scale")
     e.add_argument("--id-guidance", type=float, default=None, help="diffusion: identity-gradient guidance scale")
     e.set_defaults(func=_eval)
 
-    t = sub.add_parser("train-swap", help="train the diffusion face-swap model (resumes from its checkpoints)")
+    t = sub.add_parser("train-swap", help="train a face-swap model (resumes from its checkpoints)")
+    t.add_argument("--model", default="diffusion", choices=["diffusion", "faceshifter"],
+                   help="the diffusion swap (default) or FaceShifter (AEI-Net, then HEAR-Net)")
     t.add_argument("--config", default="quick", help="a preset (quick, full) or a YAML file (default quick)")
-    t.add_argument("--steps", type=int, default=None, help="override the configuration's number of steps")
+    t.add_argument("--steps", type=int, default=None, help="override the configuration's number of steps "
+                   "(faceshifter: AEI-Net's)")
+    t.add_argument("--hear-steps", type=int, default=None, help="faceshifter: override HEAR-Net's steps")
     t.add_argument("--checkpoint-dir", default=None, help="override the configuration's checkpoint folder")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train_swap)
 
-    s = sub.add_parser("swap", help="put the source's face identity onto the target photo(s) (diffusion model)")
+    s = sub.add_parser("swap", help="put the source's face identity onto the target photo(s)")
+    s.add_argument("--method", default="diffusion", choices=sorted(METHODS),
+                   help="the swap method (default diffusion)")
     s.add_argument("--source", required=True, help="photo of the identity to use")
     s.add_argument("--target", required=True, help="a photo, or a folder of photos (swapped in batches)")
     s.add_argument("--out", required=True, help="output .png (a folder when --target is a folder)")
@@ -144,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--id-guidance", type=float, default=None, help="identity-gradient guidance scale (default 0)")
     s.add_argument("--seed", type=int, default=0, help="seed of the first target (the i-th uses seed + i)")
     s.add_argument("--batch-size", type=int, default=8, help="targets per sampling batch (default 8)")
-    s.add_argument("--checkpoint", default=None, help="checkpoint: a run folder or step folder "
-                   "(default: the quick preset's checkpoints/swap-quick)")
+    s.add_argument("--checkpoint", default=None, help="checkpoint: a run folder or step folder (default: the "
+                   "quick preset's, checkpoints/swap-quick or checkpoints/faceshifter-quick)")
+    s.add_argument("--no-hear", action="store_true", help="faceshifter: AEI-Net alone, without HEAR-Net")
     s.set_defaults(func=_swap)
     return p
 

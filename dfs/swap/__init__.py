@@ -2,6 +2,8 @@
 
     dfs.swap.pipeline    SwapPipeline, the SwapMethod protocol, AlignedFace, PNG metadata, SourcePasted
     dfs.swap.classical   ClassicalSwap: Delaunay + piecewise-affine warp + colour transfer + Poisson blending
+    dfs.swap.diffusion   DiffusionSwap: the inpainting diffusion model conditioned on the source's identity
+    dfs.swap.faceshifter FaceShifterSwap: FaceShifter's AEI-Net (+ HEAR-Net), the GAN reference
 
 ``get_method(name)`` builds a registered method by name (what ``dfs eval --method`` and ``dfs swap`` use).
 """
@@ -23,8 +25,14 @@ def _diffusion(**kwargs):
     return DiffusionSwap(**kwargs)
 
 
-# name -> factory(**options); later methods (FaceShifter) register here
-METHODS = {"classical": _classical, "source-pasted": _source_pasted, "diffusion": _diffusion}
+def _faceshifter(**kwargs):
+    from .faceshifter import FaceShifterSwap
+    return FaceShifterSwap(**kwargs)
+
+
+# name -> factory(**options)
+METHODS = {"classical": _classical, "source-pasted": _source_pasted, "diffusion": _diffusion,
+           "faceshifter": _faceshifter}
 
 
 def get_method(name: str, **options):
