@@ -242,6 +242,26 @@ def predict_eps_from_x0(sched: NoiseSchedule, x_t: torch.Tensor, t, x0: torch.Te
     return (extract(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / extract(sched.sqrt_recipm1_alphas_cumprod, t, x_t)
 
 
+def v_target(sched: NoiseSchedule, x0: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    """The velocity v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022, "Progressive distillation", §4 and
+    App. D): the regression target of a v-prediction model (diffusers' ``get_velocity``)."""
+    _check_same_shape(x0=x0, eps=eps)
+    return extract(sched.sqrt_alphas_cumprod, t, x0) * eps - extract(sched.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+
+def predict_x0_from_v(sched: NoiseSchedule, x_t: torch.Tensor, t, v: torch.Tensor) -> torch.Tensor:
+    """x̂_0 = √ᾱ_t x_t − √(1 − ᾱ_t) v (eq. 2 with the definition of v solved for x_0)."""
+    _check_same_shape(x_t=x_t, v=v)
+    return extract(sched.sqrt_alphas_cumprod, t, x_t) * x_t - extract(sched.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+
+
+def predict_eps_from_v(sched: NoiseSchedule, x_t: torch.Tensor, t, v: torch.Tensor) -> torch.Tensor:
+    """ε̂ = √(1 − ᾱ_t) x_t + √ᾱ_t v (eq. 2 with the definition of v solved for ε): turns a v-model into the
+    ε-model every sampler here takes."""
+    _check_same_shape(x_t=x_t, v=v)
+    return extract(sched.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + extract(sched.sqrt_alphas_cumprod, t, x_t) * v
+
+
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 
 

@@ -120,3 +120,37 @@ def test_full_ddpm_loop_equals_diffusers_loop():
                             progress=False)
     # float32 arithmetic over 100 steps: compare relative to the samples' size (|x| reaches ~1e2 here)
     torch.testing.assert_close(got, x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_v_target_equals_get_velocity(name):
+    ours = D.NoiseSchedule.from_name(name, 1000)
+    ref = _float64(DDPMScheduler(num_train_timesteps=1000, beta_schedule=DIFFUSERS_NAME[name]), ours)
+    x0, noise = _inputs(seed=5)
+    t = torch.tensor([0, 10, 500, 999])
+    torch.testing.assert_close(D.v_target(ours, x0, t, noise), ref.get_velocity(x0, noise, t), **TOL)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("t", [1, 37, 500, 999])
+def test_v_model_through_eps_equals_diffusers_v_prediction_step(name, t):
+    """A v-model turned into an ε-model (predict_eps_from_v) takes the same DDIM step as diffusers' v_prediction."""
+    ours = D.NoiseSchedule.from_name(name, 1000)
+    ref = _float64(DDIMScheduler(num_train_timesteps=1000, beta_schedule=DIFFUSERS_NAME[name], clip_sample=False,
+                                 prediction_type="v_prediction"), ours)
+    ref.set_timesteps(1000)
+    x_t, v = _inputs(seed=t)
+    tt = torch.full((4,), t)
+    expected = ref.step(v, t, x_t, eta=0.0).prev_sample
+    got = D.ddim_step(ours, D.predict_eps_from_v(ours, x_t, tt, v), x_t, tt, t - 1, eta=0.0)
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_v_parameterisation_round_trips():
+    """x_t = √ᾱ x_0 + √(1−ᾱ) ε and v = √ᾱ ε − √(1−ᾱ) x_0 give back x_0 and ε exactly."""
+    ours = D.NoiseSchedule.from_name("cosine", 1000)
+    x0, eps = _inputs(seed=9)
+    t = torch.tensor([0, 100, 700, 999])
+    x_t, v = D.q_sample(ours, x0, t, eps), D.v_target(ours, x0, t, eps)
+    torch.testing.assert_close(D.predict_x0_from_v(ours, x_t, t, v), x0, rtol=0, atol=1e-9)
+    torch.testing.assert_close(D.predict_eps_from_v(ours, x_t, t, v), eps, rtol=0, atol=1e-9)

@@ -474,3 +474,33 @@ def test_mask_batched_and_differentiable():
     m = align.convex_polygon_mask(poly, 200, feather=2.0)
     m.sum().backward()
     assert poly.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# mirroring 68-point landmarks (training-time flips)
+
+
+def test_mirror_permutation_is_an_involution_that_fixes_the_midline():
+    perm = np.array(align.IBUG68_MIRROR)
+    assert sorted(perm) == list(range(68)) and np.array_equal(perm[perm], np.arange(68))
+    assert {i for i in range(68) if perm[i] == i} == {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
+
+
+def test_mirrored_landmarks_match_dlib_on_the_mirrored_photo():
+    """dlib's 68 points on a flipped photo are our mirrored points of the photo (up to the detector's own jitter)."""
+    from dfs.faces.detect import FaceAnalyzer
+
+    from tests.shared_data import shared_lfw_photos
+
+    analyzer = FaceAnalyzer(max_side=2048)
+    photos = sorted(shared_lfw_photos().glob("*/*.jpg"))[:40:8]
+    for p in photos:
+        image = load_image(p)
+        lm = analyzer.largest(image).landmarks68
+        flipped = analyzer.largest(np.ascontiguousarray(image[:, ::-1])).landmarks68
+        mirrored = align.mirror_landmarks68(lm, image.shape[1])
+        iod = np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0))
+        err = np.linalg.norm(mirrored - flipped, axis=1).mean() / iod
+        wrong = np.linalg.norm(np.asarray(lm, float) * [-1, 1] + [image.shape[1] - 1, 0] - flipped, axis=1).mean() / iod
+        assert err < 0.05, f"{p.name}: mean error {err:.3f} IOD"
+        assert wrong > 3 * err   # without renumbering the points would be far off

@@ -188,11 +188,59 @@ def test_identity_loss_gradient_reaches_the_unet(data):
     assert out["id_loss"] == 0
 
 
+def test_identity_standardisation_separates_people_tokens(data):
+    """Raw unit embeddings share most of their direction, so W e barely differs between people; W (e − μ)/σ does."""
+    torch.manual_seed(0)
+    m = D.SwapDiffusion(tiny())
+    e = data.embeddings
+
+    def spread():   # variation of the tokens between the photos, relative to the tokens' own size
+        with torch.no_grad():
+            tok = m.tokens(e) - m.id_proj.proj.bias.view(1, *m.null_tokens.shape)
+        return float(tok.std(0).mean() / tok.abs().mean())
+
+    raw = spread()
+    m.set_identity_statistics(e)
+    torch.testing.assert_close(((e - m.id_mean) / m.id_std).mean(0), torch.zeros(e.shape[1]), rtol=0, atol=1e-5)
+    assert spread() > 2 * raw
+    with pytest.raises(ValueError, match="embeddings must be"):
+        m.set_identity_statistics(e[:1])
+    # the statistics are saved with the weights
+    assert {"id_mean", "id_std"} <= set(m.state_dict())
+
+
 def test_pairs_are_same_person_different_photo(data):
     i, j = data.pairs(200, torch.Generator().manual_seed(0))
     assert (i != j).all()
     assert (data.identities[i.numpy()] == data.identities[j.numpy()]).all()
     assert len(set(j.tolist())) == len(data)                       # every photo serves as a source
+
+
+def test_flipped_targets_are_mirrored_consistently(data):
+    flipping = D.SwapData(data.crops, data.masks, data.landmarks68, data.embeddings, data.identities, batch_size=64,
+                          chip_M=data.chip_M, flip=True)
+    g = torch.Generator().manual_seed(0)
+    crops, masks, lm, emb, chip = flipping(0, g)
+    i, j = flipping.pairs(64, torch.Generator().manual_seed(0))       # the same draw, before the coin flips
+    mirrored = [k for k in range(64) if not torch.equal(crops[k], data.crops[i[k]])]
+    assert 10 < len(mirrored) < 54                                    # about half
+    for k in range(64):
+        if k in mirrored:
+            assert torch.equal(crops[k], data.crops[i[k]].flip(-1)) and torch.equal(masks[k], data.masks[i[k]].flip(-1))
+            assert torch.allclose(lm[k], torch.as_tensor(align_mirror(data.landmarks68[i[k]])))
+        else:
+            assert torch.equal(lm[k], data.landmarks68[i[k]]) and torch.equal(chip[k], data.chip_M[i[k]])
+    torch.testing.assert_close(emb, data.embeddings[j])               # identity is the source's either way
+    # the mirrored chip is the mirror of the original chip: dlib's embedding of the two is the same person
+    k = mirrored[0]
+    e_orig = D.identity_of_crops(data.crops[i[k]][None], data.chip_M[i[k]][None])
+    e_flip = D.identity_of_crops(crops[k][None], chip[k][None])
+    assert float((e_orig * e_flip).sum()) > 0.9
+
+
+def align_mirror(lm):
+    from dfs.faces.align import mirror_landmarks68
+    return mirror_landmarks68(lm, 32)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -218,7 +266,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, data):
     for a, b in zip(straight.raw_model.parameters(), resumed.raw_model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert [h["step"] for h in resumed.history] == [2, 4]
-    assert {"eps_mse", "id_loss"} <= set(resumed.history[-1])
+    assert {"mse", "id_loss"} <= set(resumed.history[-1])
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,33 @@ TEMPLATES = ("arcface", "ffhq")
 
 JAW = tuple(range(0, 17))
 BROWS = tuple(range(17, 27))
+
+
+def _ibug68_mirror() -> tuple[int, ...]:
+    """The index each of the 68 iBUG points takes in a left-right mirrored face (jaw 0↔16, brows 17↔26, nose wings
+    31↔35, eye corners 36↔45 and 39↔42, mouth corners 48↔54 and 60↔64, ...; the midline points map to themselves)."""
+    pairs = [(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)]
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]                     # eyes
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]  # mouth
+    perm = list(range(68))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+IBUG68_MIRROR = _ibug68_mirror()
+
+
+def mirror_landmarks68(landmarks68, width: int):
+    """The 68 landmarks of the image flipped left-right (``image[:, ::-1]``, ``width`` pixels wide): x → width − 1 − x
+    (pixel centres at integers) and the points renumbered with ``IBUG68_MIRROR`` so each keeps its meaning (point
+    36, the outer corner of the eye on the image's left, is again the one on the left)."""
+    lm, was_np = _as_tensor(landmarks68)
+    if lm.shape[-2:] != (68, 2):
+        raise ValueError(f"landmarks68 must have shape (..., 68, 2), got {tuple(lm.shape)}")
+    out = lm[..., list(IBUG68_MIRROR), :].clone()
+    out[..., 0] = (width - 1) - out[..., 0]
+    return _back(out, was_np)
 LEFT_EYE_68 = tuple(range(36, 42))    # the eye on the image's left (the person's right eye)
 RIGHT_EYE_68 = tuple(range(42, 48))
 NOSE_TIP_68 = 30

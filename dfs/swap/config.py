@@ -16,7 +16,8 @@ from pathlib import Path
 
 PRESETS = ("quick", "full")
 MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
-                "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma", "schedule", "T")
+                "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma", "schedule", "T",
+                "prediction")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class SwapConfig:
     heatmap_sigma: float = 0.02            # landmark heatmap standard deviation, fraction of S
     schedule: str = "cosine"               # dfs.diffusion schedule name
     T: int = 1000
+    prediction: str = "v"                  # what the U-Net outputs: "eps" (ε) or "v" (√ᾱ ε − √(1−ᾱ) x_0)
     # -- the losses ---------------------------------------------------------------------------------------------
     p_uncond: float = 0.1                  # identity tokens -> null tokens with this probability (CFG)
     id_weight: float = 0.1                 # lambda_id of the identity loss (0 turns it off)
@@ -44,6 +46,7 @@ class SwapConfig:
     held_out: float = 0.2                  # identities held out for evaluation (the split dfs eval uses)
     split_seed: int = 0
     max_per_identity: int = 30
+    flip: bool = True                      # mirror training targets left-right with probability 1/2
     cache_dir: str | None = None           # aligned-crop cache (None: <user cache>/swap_faces_<S>_<template>)
     steps: int = 600
     batch_size: int = 8
@@ -78,6 +81,8 @@ class SwapConfig:
             raise ValueError(f"id_weight and rec_weight must be >= 0, got {self.id_weight}, {self.rec_weight}")
         if not 0 < self.id_t_max <= self.T:
             raise ValueError(f"id_t_max must be in (0, T={self.T}], got {self.id_t_max}")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
         if self.template not in ("ffhq", "arcface"):
             raise ValueError(f"template must be 'ffhq' or 'arcface', got {self.template!r}")
         if self.steps < 0 or self.batch_size < 1:

@@ -8,16 +8,21 @@ aligned crops of :mod:`dfs.swap.pipeline` (side S, pixel space, values in [-1, 1
   face region blanked, the soft face mask m, and 5 landmark heatmaps (jaw, brows, nose, eyes, mouth; each the max
   of isotropic Gaussians at the 68 landmarks of that group) that carry the target's pose and expression;
 * **identity**: the source's identity embedding e (dlib's ResNet, 128-D unit vector) mapped to K tokens
-  τ(e) = W e (``dfs.latent.EmbeddingTokens``) and read by the U-Net's cross-attention,
+  τ(e) = W (e − μ)/σ (``dfs.latent.EmbeddingTokens`` on the embedding standardised over the training faces:
+  :meth:`SwapDiffusion.set_identity_statistics` says why) and read by the U-Net's cross-attention,
   softmax(Q Kᵀ/√d) V with K = W_K τ(e), V = W_V τ(e) (Rombach et al. 2022, eq. 3; the thesis's Fig. 1.5);
   replaced by learned null tokens ∅ with probability p_uncond for classifier-free guidance (Ho & Salimans 2022);
 * **training pairs**: x_0 = an aligned photo of a person, e = the embedding of *another* photo of the same person,
   so the masked face must be rebuilt from the identity tokens and the target's context;
 * **losses** (``SwapDiffusion.forward``):
-  L = ‖ε − ε_θ(x_t, t, c, τ(e))‖²                                         (Algorithm 1 / Ho et al. eq. 14)
+  L = ‖v − v_θ(x_t, t, c, τ(e))‖²,  v = √ᾱ_t ε − √(1−ᾱ_t) x_0           (Salimans & Ho 2022, §4)
     + λ_id · w(t) · (1 − cos(ID(m ⊙ x̂_0 + (1 − m) ⊙ x_0), e))               (identity loss)
     + λ_rec · ‖(1 − m) ⊙ (x̂_0 − x_0)‖²                                      (optional, outside the mask)
-  with x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t (eq. 2 solved for x_0) and the weight w(t) = ᾱ_t · 1[t < t_max]
+  with x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v_θ (eq. 2 solved for x_0).  ``prediction: eps`` trains the ε-model of
+  Algorithm 1 instead (‖ε − ε_θ‖², Ho et al. eq. 14; x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t).  Why v by default: its loss
+  weights every noise level like the x_0-error at high noise and like the ε-error at low noise, and x̂_0 stays
+  bounded as ᾱ_t → 0, where an ε-model's x̂_0 divides its error by √ᾱ_t; a small model trained for minutes then
+  gives coherent faces where the ε-model still leaves coloured noise (notebook 06 shows both), and the weight w(t) = ᾱ_t · 1[t < t_max]
   (:func:`id_loss_weight`).  Why this schedule: x̂_0 is the posterior mean E[x_0 | x_t], a blur whose detail
   grows with the signal fraction ᾱ_t = SNR/(1 + SNR) of x_t; an identity network judged on a blur at high noise
   gives gradients that mostly sharpen towards an average face rather than the person, so the weight follows
@@ -47,7 +52,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dfs.diffusion import NoiseSchedule, ddim_sample, extract, predict_x0_from_eps, q_sample
+from dfs.diffusion import (NoiseSchedule, ddim_sample, extract, predict_eps_from_v, predict_x0_from_eps,
+                           predict_x0_from_v, q_sample, v_target)
 from dfs.faces.align import warp_affine
 from dfs.latent import EmbeddingTokens, cfg_eps, drop_condition
 from dfs.swap.config import SwapConfig, check_compatible, config_from_dict, load_config
@@ -175,6 +181,10 @@ class SwapDiffusion(nn.Module):
         self.unet = build_swap_unet(config)
         self.id_proj = EmbeddingTokens(config.id_dim, config.id_tokens, config.token_dim)
         self.null_tokens = nn.Parameter(torch.randn(config.id_tokens, config.token_dim) / math.sqrt(config.token_dim))
+        # identity standardisation ê = (e − μ) / σ per feature, μ and σ over the training faces (saved with the
+        # weights; set by ``set_identity_statistics``)
+        self.register_buffer("id_mean", torch.zeros(config.id_dim))
+        self.register_buffer("id_std", torch.ones(config.id_dim))
         self.schedule = NoiseSchedule.from_name(config.schedule, config.T)
 
     def condition(self, target: torch.Tensor, mask: torch.Tensor, landmarks68: torch.Tensor) -> torch.Tensor:
@@ -187,17 +197,38 @@ class SwapDiffusion(nn.Module):
         heat = landmark_heatmaps(landmarks68.to(target.device), S, self.config.heatmap_sigma * S).to(target.dtype)
         return torch.cat([target * (1 - mask), mask, heat], 1)
 
+    @torch.no_grad()
+    def set_identity_statistics(self, embeddings: torch.Tensor) -> None:
+        """μ and σ of the identity standardisation from the training faces' embeddings (N, id_dim).
+
+        Why: unit identity vectors of different people share most of their direction (dlib's: mean pairwise cosine
+        ≈ 0.84 on LFW, ‖mean‖ ≈ 0.92), so a linear map of e gives nearly the same tokens for everyone, and the
+        U-Net learns to ignore them (it did: ε with a person's tokens and with ∅ differed by 0.1 %).  Standardised,
+        each feature varies by one unit between people."""
+        e = torch.as_tensor(embeddings, dtype=self.id_mean.dtype)
+        if e.ndim != 2 or e.shape[1] != self.config.id_dim or len(e) < 2:
+            raise ValueError(f"embeddings must be (N >= 2, {self.config.id_dim}), got {tuple(e.shape)}")
+        self.id_mean.copy_(e.mean(0))
+        self.id_std.copy_(e.std(0).clamp_min(1e-6))
+
     def tokens(self, embedding: torch.Tensor | None, batch: int | None = None) -> torch.Tensor:
-        """τ(e) = (B, K, token_dim); ``None`` gives the null tokens ∅ for ``batch`` samples."""
+        """τ(e) = W (e − μ)/σ as (B, K, token_dim); ``None`` gives the null tokens ∅ for ``batch`` samples."""
         if embedding is None:
             return self.null_tokens.unsqueeze(0).expand(batch, -1, -1)
-        return self.id_proj(embedding.to(self.null_tokens.dtype))
+        e = embedding.to(self.null_tokens.dtype)
+        return self.id_proj((e - self.id_mean) / self.id_std)
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def output(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The U-Net's raw output: ε or v (``config.prediction``)."""
         return self.unet(torch.cat([x_t, cond.to(x_t.dtype)], 1), t, encoder_hidden_states=tokens.to(x_t.dtype)).sample
 
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """ε_θ(x_t, t, c, τ): the output itself, or ε̂ = √(1−ᾱ_t) x_t + √ᾱ_t v̂ for a v-model (what samplers take)."""
+        out = self.output(x_t, t, cond, tokens)
+        return out if self.config.prediction == "eps" else predict_eps_from_v(self.schedule, x_t, t, out)
+
     def forward(self, target, mask, landmarks68, source_embedding, chip_M) -> dict:
-        """The training loss (module docstring) on a batch: returns {"loss", "eps_mse", "id_loss", "rec_loss"}.
+        """The training loss (module docstring) on a batch: returns {"loss", "mse", "id_loss", "rec_loss"}.
 
         t and ε come from the global RNG, which the Trainer seeds per step (exact resume)."""
         cfg, sched = self.config, self.schedule
@@ -207,12 +238,16 @@ class SwapDiffusion(nn.Module):
         x_t = q_sample(sched, target, t, noise)
         cond = self.condition(target, mask, landmarks68)
         tok, dropped = drop_condition(self.tokens(source_embedding), self.null_tokens, cfg.p_uncond)
-        eps = self.eps(x_t, t, cond, tok)
-        eps_mse = torch.mean((eps.float() - noise.float()) ** 2)
-        zero = eps_mse.new_zeros(())
+        out = self.output(x_t, t, cond, tok)
+        if cfg.prediction == "eps":
+            mse = torch.mean((out.float() - noise.float()) ** 2)
+        else:
+            mse = torch.mean((out.float() - v_target(sched, target, t, noise).float()) ** 2)
+        zero = mse.new_zeros(())
         id_loss, rec_loss = zero, zero
         if cfg.id_weight > 0 or cfg.rec_weight > 0:
-            x0_hat = predict_x0_from_eps(sched, x_t, t, eps).clamp(-1, 1)
+            x0_hat = (predict_x0_from_eps(sched, x_t, t, out) if cfg.prediction == "eps"
+                      else predict_x0_from_v(sched, x_t, t, out)).clamp(-1, 1)
             if cfg.id_weight > 0:
                 w = id_loss_weight(sched, t, cfg.id_t_max) * (~dropped.to(t.device)).float()
                 sel = w > 0
@@ -223,8 +258,8 @@ class SwapDiffusion(nn.Module):
                     id_loss = (w[sel] * (1 - cos)).sum() / B
             if cfg.rec_weight > 0:
                 rec_loss = torch.mean(((1 - mask) * (x0_hat - target)).float() ** 2)
-        loss = eps_mse + cfg.id_weight * id_loss + cfg.rec_weight * rec_loss
-        return {"loss": loss, "eps_mse": eps_mse, "id_loss": id_loss, "rec_loss": rec_loss}
+        loss = mse + cfg.id_weight * id_loss + cfg.rec_weight * rec_loss
+        return {"loss": loss, "mse": mse, "id_loss": id_loss, "rec_loss": rec_loss}
 
 
 def swap_loss(model, batch, step: int):
@@ -309,10 +344,15 @@ def _to_unit(crops_uint8: np.ndarray) -> torch.Tensor:
 class SwapData:
     """Aligned training faces as tensors, and the pair sampler the Trainer calls: ``data(step, generator)`` draws
     ``batch_size`` targets uniformly among faces whose person has another photo, and for each a source photo of
-    the same person (not the same photo).  Returns (target, mask, landmarks68, source embedding, chip matrix)."""
+    the same person (not the same photo).  Returns (target, mask, landmarks68, source embedding, chip matrix).
+
+    ``flip``: each target is mirrored left-right with probability 1/2 (crop, mask, and landmarks through
+    :func:`dfs.faces.align.mirror_landmarks68`); a person's identity does not change in a mirror, so the source's
+    embedding stays, and the data the model sees doubles."""
 
     def __init__(self, crops: torch.Tensor, masks: torch.Tensor, landmarks68: torch.Tensor,
-                 embeddings: torch.Tensor, identities, batch_size: int, chip_M: torch.Tensor | None = None):
+                 embeddings: torch.Tensor, identities, batch_size: int, chip_M: torch.Tensor | None = None,
+                 flip: bool = False):
         n = len(crops)
         if not (len(masks) == len(landmarks68) == len(embeddings) == len(identities) == n):
             raise ValueError("crops, masks, landmarks68, embeddings and identities need one row per face")
@@ -328,7 +368,11 @@ class SwapData:
         self._usable = torch.from_numpy(np.nonzero(count[group] >= 2)[0])
         if len(self._usable) == 0:
             raise ValueError("training pairs need at least one person with two or more photos")
-        self.batch_size = batch_size
+        self.batch_size, self.flip = batch_size, bool(flip)
+        if self.flip:
+            from dfs.faces.align import mirror_landmarks68
+            self.landmarks68_mirrored = mirror_landmarks68(self.landmarks68, self.crops.shape[-1])
+            self.chip_M_mirrored = chip_matrices(self.landmarks68_mirrored)
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -347,7 +391,14 @@ class SwapData:
 
     def __call__(self, step: int, generator: torch.Generator):
         i, j = self.pairs(self.batch_size, generator)
-        return (self.crops[i], self.masks[i], self.landmarks68[i], self.embeddings[j], self.chip_M[i])
+        crops, masks, lm, chip = self.crops[i], self.masks[i], self.landmarks68[i], self.chip_M[i]
+        if self.flip:
+            f = torch.rand(len(i), generator=generator) < 0.5
+            crops, masks = torch.where(f[:, None, None, None], crops.flip(-1), crops), \
+                torch.where(f[:, None, None, None], masks.flip(-1), masks)
+            lm = torch.where(f[:, None, None], self.landmarks68_mirrored[i], lm)
+            chip = torch.where(f[:, None, None], self.chip_M_mirrored[i], chip)
+        return (crops, masks, lm, self.embeddings[j], chip)
 
 
 def prepare_training_data(config: SwapConfig, progress: bool = True, split: str = "train") -> SwapData:
@@ -381,7 +432,7 @@ def prepare_training_data(config: SwapConfig, progress: bool = True, split: str 
     rows = np.array([str(p) in wanted for p in a["path"]])
     return SwapData(_to_unit(a["crop"][rows]), torch.from_numpy(a["mask"][rows]).float()[:, None] / 255.0,
                     torch.from_numpy(a["landmarks68"][rows]).float(), torch.from_numpy(a["embedding"][rows]),
-                    a["identity"][rows], config.batch_size)
+                    a["identity"][rows], config.batch_size, flip=config.flip and split == "train")
 
 
 def cross_pairs(data: SwapData, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -453,8 +504,10 @@ def train_swap(config: SwapConfig | str = "quick", data=None, progress: bool = T
         check_compatible(saved_config(last), cfg, f"the checkpoint {last}")
     data = data if data is not None else prepare_training_data(cfg, progress)
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed (resume needs them)
+    model = SwapDiffusion(cfg)
+    model.set_identity_statistics(data.embeddings)   # a resumed run loads the saved ones (the same numbers)
     try:
-        trainer = Trainer(SwapDiffusion(cfg), loss_fn or swap_loss, data, tcfg)
+        trainer = Trainer(model, loss_fn or swap_loss, data, tcfg)
         trainer.fit()
     except torch.OutOfMemoryError as e:
         raise SwapOutOfMemory(_oom_message("training", e)) from None
