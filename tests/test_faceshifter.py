@@ -323,6 +323,13 @@ def test_identity_score_blends_cross_identity_swaps(checkpoint, data):
     assert -1 <= s["cos_source"] <= 1 and -1 <= s["cos_target"] <= 1 and s["results"].shape == (3, 3, 32, 32)
     outside = (data.masks[s["targets"]] == 0).expand(-1, 3, -1, -1)
     torch.testing.assert_close(s["results"][outside], data.crops[s["targets"]][outside])
+    ref = FT.reference_scores(data, n=3, seed=1)
+    e_t, e_s = data.embeddings[s["targets"]], data.embeddings[s["sources"]]
+    assert ref["target unchanged"]["cos_target"] > 0.9      # the 32-px crop still reads as its photo's person
+    assert ref["source pasted"]["cos_source"] > ref["target unchanged"]["cos_source"]
+    assert ref["target unchanged"]["cos_source"] == pytest.approx(float((e_t * e_s).sum(-1).mean()), abs=0.03)
+    blurred = FT.reference_scores(data, n=3, seed=1, blur=2.0)["target unchanged"]["cos_target"]
+    assert blurred < ref["target unchanged"]["cos_target"] - 0.01                   # a blur costs identity
 
 
 # ---------------------------------------------------------------------------------------------------------------
