@@ -26,9 +26,9 @@ def _eval(args) -> int:
     from .swap.diffusion import SwapOutOfMemory
 
     options = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
-                                 ("id_guidance", args.id_guidance)) if v is not None}
+                                 ("id_guidance", args.id_guidance), ("strength", args.strength)) if v is not None}
     if options and args.method != "diffusion":
-        print(f"dfs eval: --steps/--guidance/--id-guidance apply to --method diffusion, not {args.method}",
+        print(f"dfs eval: --steps/--guidance/--id-guidance/--strength apply to --method diffusion, not {args.method}",
               file=sys.stderr)
         return 2
     if args.checkpoint is not None:
@@ -111,9 +111,10 @@ def _swap_method(args):
         if args.no_hear:
             raise ValueError("--no-hear applies to --method faceshifter")
         return DiffusionSwap(args.checkpoint, steps=args.steps, guidance=args.guidance,
-                             id_guidance=args.id_guidance, batch_size=args.batch_size, progress=True)
+                             id_guidance=args.id_guidance, batch_size=args.batch_size, progress=True,
+                             strength=args.strength)
     given = [f for f, v in (("--steps", args.steps), ("--guidance", args.guidance),
-                            ("--id-guidance", args.id_guidance)) if v is not None]
+                            ("--id-guidance", args.id_guidance), ("--strength", args.strength)) if v is not None]
     if given:
         raise ValueError(f"{', '.join(given)} apply to --method diffusion, not {args.method}")
     if args.method == "faceshifter":
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=None, help="diffusion: DDIM steps")
     e.add_argument("--guidance", type=float, default=None, help="diffusion: classifier-free guidance scale")
     e.add_argument("--id-guidance", type=float, default=None, help="diffusion: identity-gradient guidance scale")
+    e.add_argument("--strength", type=float, default=None,
+                   help="diffusion: start from the target noised to this fraction of the steps (SDEdit; 1 = noise)")
     e.set_defaults(func=_eval)
 
     t = sub.add_parser("train-swap", help="train a face-swap model (resumes from its checkpoints)")
@@ -209,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's, 25)")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 2.0)")
     s.add_argument("--id-guidance", type=float, default=None, help="identity-gradient guidance scale (default 0)")
+    s.add_argument("--strength", type=float, default=None,
+                   help="diffusion: start from the target noised to this fraction of the steps (SDEdit; default 1: "
+                        "from noise)")
     s.add_argument("--seed", type=int, default=0, help="seed of the first target (the i-th uses seed + i)")
     s.add_argument("--batch-size", type=int, default=8, help="targets per sampling batch (default 8)")
     s.add_argument("--checkpoint", default=None, help="checkpoint: a run folder or step folder (default: the "

@@ -409,11 +409,14 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 @torch.no_grad()
 def ddim_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, steps: int = 50, eta: float = 0.0,
                 generator: torch.Generator | None = None, device=None, clip_x0: float | None = None, x_T=None,
-                return_trajectory: bool = False, progress: bool = True):
-    """DDIM sampling (Song et al. 2021) over the K = ``steps`` timesteps of :func:`ddim_timesteps`."""
+                return_trajectory: bool = False, progress: bool = True, timesteps=None):
+    """DDIM sampling (Song et al. 2021) over the K = ``steps`` timesteps of :func:`ddim_timesteps`, or over
+    ``timesteps`` (descending) when given: then ``x_T`` is the sample at ``timesteps[0]`` (SDEdit's start)."""
     x = torch.randn(shape, generator=generator).to(device) if x_T is None else x_T.to(device)
     traj = [x.cpu()] if return_trajectory else None
-    ts = ddim_timesteps(sched.T, steps)
+    ts = ddim_timesteps(sched.T, steps) if timesteps is None else [int(t) for t in timesteps]
+    if any(a <= b for a, b in zip(ts, ts[1:])) or not ts or not 0 <= ts[-1] <= ts[0] < sched.T:
+        raise ValueError(f"timesteps must be distinct, descending and in [0, T={sched.T}), got {ts}")
     for i, t in enumerate(tqdm(ts, desc=f"DDIM sampling ({steps} steps)", disable=not progress, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = _timesteps_tensor(t, x.shape[0], x.device)

@@ -13,7 +13,8 @@ What happens (``dfs eval --method classical --data DIR --pairs N --seed S`` runs
 4. ``pairs`` (source, target) pairs are drawn with ``seed``: source and target are different people, and the
    source's person has at least one other photo in the gallery (its own photo is left out when ranking);
 5. each row -- the method, "source pasted" (the aligned source crop pasted through the target's mask, same
-   pipeline) and "target unchanged" (the target photo itself) -- is judged on the same triples by
+   pipeline), "target resampled" (the target's own crop at the method's size pasted back: the resolution floor of
+   pose and expression errors) and "target unchanged" (the target photo itself) -- is judged on the same triples by
    :class:`dfs.metrics.SwapJudge`;
 6. PSNR / SSIM have a ground truth only when a face is swapped onto itself: for the first ``self_pairs`` targets the
    method swaps the target onto itself, compared with the photo inside the face mask;
@@ -32,7 +33,7 @@ import numpy as np
 
 from dfs.metrics import SwapJudge, Triple, inception_fid_kid, inception_status, psnr, ssim, summarise
 
-REFERENCE_ROWS = ("source pasted", "target unchanged")
+REFERENCE_ROWS = ("source pasted", "target resampled", "target unchanged")
 
 COLUMNS = [  # (summary key, header, format)
     ("id_top1", "ID top-1 ↑", "{:.0%}"),
@@ -159,7 +160,7 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
     from dfs.faces.images import BadImageError, load_image
     from dfs.paths import data_dir
     from dfs.swap import get_method
-    from dfs.swap.pipeline import SourcePasted, SwapPipeline
+    from dfs.swap.pipeline import SourcePasted, SwapPipeline, TargetResampled
 
     if not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"pairs must be a positive integer, got {pairs!r}")
@@ -172,8 +173,9 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
     swap_method = get_method(method, **(method_options or {})) if isinstance(method, str) else method
     analyzer = analyzer or FaceAnalyzer()
     pipe = SwapPipeline(swap_method, analyzer=analyzer)
-    pasted = SwapPipeline(SourcePasted(), analyzer=analyzer, crop_size=pipe.crop_size, template=pipe.template,
-                          mask_feather=pipe.mask_feather, mask_dilate=pipe.mask_dilate)
+    pasted, resampled = (SwapPipeline(m, analyzer=analyzer, crop_size=pipe.crop_size, template=pipe.template,
+                                      mask_feather=pipe.mask_feather, mask_dilate=pipe.mask_dilate)
+                         for m in (SourcePasted(), TargetResampled()))
 
     # 1-2: held-out photos, detected once
     dataset = load_faces(data)
@@ -205,7 +207,7 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
     rows: dict[str, dict] = {}
     per_pair: dict[str, list] = {}
     results_by_row: dict[str, list[np.ndarray]] = {}
-    references = dict(zip(REFERENCE_ROWS, (pasted, None)))
+    references = dict(zip(REFERENCE_ROWS, (pasted, resampled, None)))
     runs = [(swap_method.name, pipe)] + [(n, p) for n, p in references.items() if n != swap_method.name]
     for name, p in runs:
         if p is None:

@@ -249,3 +249,21 @@ def test_other_bad_arguments_raise():
         D.ddim_step(sched, x, x, t, 5)
     with pytest.raises(ValueError, match="sampling steps"):
         D.ddim_timesteps(50, 51)
+
+
+def test_ddim_sample_over_given_timesteps():
+    """``timesteps`` = the default list reproduces the default loop; a tail of it starts from x_T at its first
+    timestep (what SDEdit needs); a non-descending list is refused."""
+    sched = D.NoiseSchedule.from_name("cosine", 100)
+    eps = lambda x, t: 0.1 * x  # noqa: E731
+    x_T = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    full = D.ddim_sample(eps, sched, x_T.shape, 10, x_T=x_T, progress=False)
+    torch.testing.assert_close(D.ddim_sample(eps, sched, x_T.shape, 10, x_T=x_T, progress=False,
+                                             timesteps=D.ddim_timesteps(100, 10)), full, rtol=0, atol=0)
+    ts = D.ddim_timesteps(100, 10)
+    x = x_T.clone()
+    for a, b in zip(ts[6:], ts[7:] + [-1]):
+        x = D.ddim_step(sched, eps(x, None), x, a, b)
+    torch.testing.assert_close(D.ddim_sample(eps, sched, x_T.shape, 10, x_T=x_T, progress=False, timesteps=ts[6:]), x)
+    with pytest.raises(ValueError, match="descending"):
+        D.ddim_sample(eps, sched, x_T.shape, 10, x_T=x_T, progress=False, timesteps=[10, 20])

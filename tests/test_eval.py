@@ -51,8 +51,12 @@ def test_eval_pairs_come_from_held_out_people(report):
 
 def test_eval_reference_rows_have_their_known_values(report):
     rows = report[0].summary["rows"]
-    assert list(rows) == ["classical", "source pasted", "target unchanged"]
+    assert list(rows) == ["classical", "source pasted", "target resampled", "target unchanged"]
     unchanged = rows["target unchanged"]
+    # the target's own 256-px crop pasted back: nearly the photo (what resampling alone costs)
+    resampled = rows["target resampled"]
+    assert resampled["id_cos_target"] > 0.98 and resampled["pose_error"] < 2.0
+    assert resampled["id_cos_source"] == pytest.approx(unchanged["id_cos_source"], abs=0.02)
     assert unchanged["pose_error"] == pytest.approx(0, abs=1e-9)
     assert unchanged["expression_error"] == pytest.approx(0, abs=1e-9)
     assert unchanged["id_cos_target"] == pytest.approx(1, abs=1e-6)

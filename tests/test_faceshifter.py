@@ -386,7 +386,7 @@ def test_cli_eval_with_faceshifter_and_option_errors(tmp_path, checkpoint, capsy
                "--no-progress"])
     assert rc == 0
     summary = json.loads((tmp_path / "eval_faceshifter_n2_s0.json").read_text())
-    assert list(summary["rows"]) == ["faceshifter", "source pasted", "target unchanged"]
+    assert list(summary["rows"]) == ["faceshifter", "source pasted", "target resampled", "target unchanged"]
     assert summary["settings"]["crop_size"] == 32 and summary["rows"]["faceshifter"]["seconds_per_swap"] > 0
     capsys.readouterr()
     assert main(["eval", "--method", "classical", "--checkpoint", str(checkpoint)]) == 2

@@ -161,6 +161,68 @@ def test_guidance_scale_one_is_conditional_zero_is_unconditional():
                                    rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_every_parameterisation_gives_one_consistent_eps_and_x0(prediction, data):
+    """What the U-Net outputs (ε, v or x_0) is turned into the ε samplers take and the x̂_0 the losses use; the two
+    must describe the same x_0 (eq. 2), and the MSE must compare the output with its own target."""
+    from dfs.diffusion import predict_x0_from_eps, q_sample, v_target
+
+    torch.manual_seed(0)
+    m = D.SwapDiffusion(tiny(prediction=prediction, p_uncond=0.0)).eval()
+    target, mask, lm, emb, chip = data(0, torch.Generator().manual_seed(0))
+    cond, tok = m.condition(target, mask, lm), m.tokens(emb)
+    t, noise = torch.tensor([3, 30, 60, 99]), torch.randn(target.shape)
+    x_t = q_sample(m.schedule, target, t, noise)
+    with torch.no_grad():   # in float64: recovering x_0 from ε divides by √ᾱ_t ≈ 0.02 at t = 99 of T = 100
+        m64 = m.double()
+        x64, c64, tok64 = x_t.double(), cond.double(), tok.double()
+        out, eps = m64.output(x64, t, c64, tok64), m64.eps(x64, t, c64, tok64)
+        m.float()
+    x0_from_eps = predict_x0_from_eps(m.schedule, x64, t, eps)
+    s_ab, s_1mab = (m.schedule.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1),
+                    (1 - m.schedule.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1))
+    x_t = x64
+    x0_direct = {"eps": (x_t - s_1mab * out) / s_ab, "v": s_ab * x_t - s_1mab * out, "x0": out}[prediction]
+    torch.testing.assert_close(x0_from_eps, x0_direct, rtol=1e-9, atol=1e-9)
+    # the loss's MSE is against the parameterisation's own target
+    torch.manual_seed(5)
+    got = m(target, mask, lm, emb, chip)["mse"]
+    torch.manual_seed(5)
+    tt = torch.randint(0, m.schedule.T, (len(target),))
+    nn_ = torch.randn(target.shape)
+    xx = q_sample(m.schedule, target, tt, nn_)
+    with torch.no_grad():
+        o = m.output(xx, tt, cond, tok)
+    want = {"eps": nn_, "x0": target, "v": v_target(m.schedule, target, tt, nn_)}[prediction]
+    torch.testing.assert_close(got, torch.mean((o - want) ** 2), rtol=1e-5, atol=1e-6)
+
+
+def test_strength_starts_from_the_noised_target_on_the_last_timesteps(data, monkeypatch):
+    """SDEdit: strength s runs the last ⌈s·K⌉ of the K DDIM timesteps from x_{t_0} = √ᾱ x^tgt + √(1−ᾱ) x_T."""
+    from dfs.diffusion import ddim_timesteps, q_sample
+
+    torch.manual_seed(0)
+    m = D.SwapDiffusion(tiny()).eval()
+    target, mask, lm, emb, chip = data(0, torch.Generator().manual_seed(0))
+    seen = {}
+
+    def fake_ddim(eps_fn, sched, shape, steps, eta, generator, dev, clip_x0, x_T, progress, timesteps):
+        seen.update(x_T=x_T, timesteps=timesteps)
+        return x_T
+
+    monkeypatch.setattr(D, "ddim_sample", fake_ddim)
+    x_T = torch.randn(target.shape, generator=torch.Generator().manual_seed(1))
+    D.sample_swap(m, target, mask, lm, emb, steps=10, x_T=x_T, strength=0.35)
+    want = ddim_timesteps(m.schedule.T, 10)[-4:]                      # ⌈0.35 · 10⌉ = 4
+    assert seen["timesteps"] == want
+    torch.testing.assert_close(seen["x_T"], q_sample(m.schedule, target, want[0], x_T))
+    D.sample_swap(m, target, mask, lm, emb, steps=10, x_T=x_T)          # strength 1: pure noise, every timestep
+    assert seen["timesteps"] is None and torch.equal(seen["x_T"], x_T)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="strength"):
+            D.sample_swap(m, target, mask, lm, emb, steps=10, x_T=x_T, strength=bad)
+
+
 def test_identity_loss_weight_schedule():
     from dfs.diffusion import NoiseSchedule
     s = NoiseSchedule.from_name("cosine", 100)

@@ -35,7 +35,7 @@ class SwapConfig:
     heatmap_sigma: float = 0.02            # landmark heatmap standard deviation, fraction of S
     schedule: str = "cosine"               # dfs.diffusion schedule name
     T: int = 1000
-    prediction: str = "v"                  # what the U-Net outputs: "eps" (ε) or "v" (√ᾱ ε − √(1−ᾱ) x_0)
+    prediction: str = "v"                  # what the U-Net outputs: "eps" (ε), "v" (√ᾱ ε − √(1−ᾱ) x_0) or "x0"
     # -- the losses ---------------------------------------------------------------------------------------------
     p_uncond: float = 0.1                  # identity tokens -> null tokens with this probability (CFG)
     id_weight: float = 0.1                 # lambda_id of the identity loss (0 turns it off)
@@ -63,6 +63,7 @@ class SwapConfig:
     sample_steps: int = 25
     guidance: float = 2.0
     id_guidance: float = 0.0               # identity-gradient guidance scale (0: off)
+    strength: float = 1.0                  # < 1: start from the target noised to strength·T (SDEdit), 1: from noise
 
     def __post_init__(self):
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -81,10 +82,12 @@ class SwapConfig:
             raise ValueError(f"id_weight and rec_weight must be >= 0, got {self.id_weight}, {self.rec_weight}")
         if not 0 < self.id_t_max <= self.T:
             raise ValueError(f"id_t_max must be in (0, T={self.T}], got {self.id_t_max}")
-        if self.prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if self.prediction not in ("eps", "v", "x0"):
+            raise ValueError(f"prediction must be 'eps', 'v' or 'x0', got {self.prediction!r}")
         if self.template not in ("ffhq", "arcface"):
             raise ValueError(f"template must be 'ffhq' or 'arcface', got {self.template!r}")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
 

@@ -15,17 +15,22 @@ aligned crops of :mod:`dfs.swap.pipeline` (side S, pixel space, values in [-1, 1
 * **training pairs**: x_0 = an aligned photo of a person, e = the embedding of *another* photo of the same person,
   so the masked face must be rebuilt from the identity tokens and the target's context;
 * **losses** (``SwapDiffusion.forward``):
-  L = ‖v − v_θ(x_t, t, c, τ(e))‖²,  v = √ᾱ_t ε − √(1−ᾱ_t) x_0           (Salimans & Ho 2022, §4)
+  L = ‖y − y_θ(x_t, t, c, τ(e))‖²                                          (denoising term)
     + λ_id · w(t) · (1 − cos(ID(m ⊙ x̂_0 + (1 − m) ⊙ x_0), e))               (identity loss)
     + λ_rec · ‖(1 − m) ⊙ (x̂_0 − x_0)‖²                                      (optional, outside the mask)
-  with x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v_θ (eq. 2 solved for x_0).  ``prediction: eps`` trains the ε-model of
-  Algorithm 1 instead (‖ε − ε_θ‖², Ho et al. eq. 14; x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t).  Why v by default: its loss
-  weights every noise level like the x_0-error at high noise and like the ε-error at low noise, and x̂_0 stays
-  bounded as ᾱ_t → 0, where an ε-model's x̂_0 divides its error by √ᾱ_t.  Measured: after 300 quick-preset steps
-  the ε-model's swaps were still coloured noise inside the mask where the v-model's were blurry faces.
+  where the U-Net's output y is one of three parameterisations (``prediction``), each turned into the ε samplers
+  take and the x̂_0 the losses use through eq. 2, x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε:
+    "eps": y = ε (Ho et al. eq. 14),   x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t;
+    "v":   y = v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022, §4),   x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v_θ;
+    "x0":  y = x_0,   ε̂ = (x_t − √ᾱ_t x̂_0)/√(1−ᾱ_t).
+  Why it matters here: an ε-model's x̂_0 divides its error by √ᾱ_t → 0, and a v-model's x̂_0 keeps √ᾱ_t x_t, noise
+  included, unless the network has learned to cancel it; an x_0-model that has learned little predicts a smooth
+  face.  Measured on the quick preset (README): after 300 steps the ε-model's swaps were coloured noise inside
+  the mask where the v-model's were blurry faces; after 1800 steps the v-model's still carried speckles and the
+  x_0-model's were smooth.  The quick preset (minutes on a CPU) uses x0, the full one (days on a GPU) v.
   The identity weight is w(t) = ᾱ_t · 1[t < t_max] (:func:`id_loss_weight`).  Why this schedule: x̂_0 is the
-  posterior mean E[x_0 | x_t], a blur whose detail grows with the signal fraction ᾱ_t = SNR/(1 + SNR) of x_t; an identity network judged on a blur at high noise
-  gives gradients that mostly sharpen towards an average face rather than the person, so the weight follows
+  posterior mean E[x_0 | x_t], a blur whose detail grows with the signal fraction ᾱ_t = SNR/(1 + SNR) of x_t; an
+  identity network judged on a blur at high noise gives gradients that mostly sharpen towards an average face rather than the person, so the weight follows
   ᾱ_t (→ 1 at low noise, → 0 at high noise) and is cut to zero above t_max, which also skips the cost of the
   identity network on most of the batch.  Samples whose condition was dropped (∅) get no identity loss;
 * **sampling** (:func:`sample_swap`): DDIM (Song et al. 2021, eq. 12) with classifier-free guidance
@@ -52,8 +57,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dfs.diffusion import (NoiseSchedule, ddim_sample, extract, predict_eps_from_v, predict_x0_from_eps,
-                           predict_x0_from_v, q_sample, v_target)
+from dfs.diffusion import (NoiseSchedule, ddim_sample, ddim_timesteps, extract, predict_eps_from_v, predict_eps_from_x0,
+                           predict_x0_from_eps, predict_x0_from_v, q_sample, v_target)
 from dfs.faces.align import warp_affine
 from dfs.latent import EmbeddingTokens, cfg_eps, drop_condition
 from dfs.swap.config import SwapConfig, check_compatible, config_from_dict, load_config
@@ -225,6 +230,8 @@ class SwapDiffusion(nn.Module):
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """ε_θ(x_t, t, c, τ): the output itself, or ε̂ = √(1−ᾱ_t) x_t + √ᾱ_t v̂ for a v-model (what samplers take)."""
         out = self.output(x_t, t, cond, tokens)
+        if self.config.prediction == "x0":
+            return predict_eps_from_x0(self.schedule, x_t, t, out)
         return out if self.config.prediction == "eps" else predict_eps_from_v(self.schedule, x_t, t, out)
 
     def forward(self, target, mask, landmarks68, source_embedding, chip_M) -> dict:
@@ -239,15 +246,14 @@ class SwapDiffusion(nn.Module):
         cond = self.condition(target, mask, landmarks68)
         tok, dropped = drop_condition(self.tokens(source_embedding), self.null_tokens, cfg.p_uncond)
         out = self.output(x_t, t, cond, tok)
-        if cfg.prediction == "eps":
-            mse = torch.mean((out.float() - noise.float()) ** 2)
-        else:
-            mse = torch.mean((out.float() - v_target(sched, target, t, noise).float()) ** 2)
+        want = {"eps": noise, "x0": target}.get(cfg.prediction)
+        want = v_target(sched, target, t, noise) if want is None else want
+        mse = torch.mean((out.float() - want.float()) ** 2)
         zero = mse.new_zeros(())
         id_loss, rec_loss = zero, zero
         if cfg.id_weight > 0 or cfg.rec_weight > 0:
-            x0_hat = (predict_x0_from_eps(sched, x_t, t, out) if cfg.prediction == "eps"
-                      else predict_x0_from_v(sched, x_t, t, out)).clamp(-1, 1)
+            x0_hat = {"eps": lambda: predict_x0_from_eps(sched, x_t, t, out), "x0": lambda: out,
+                      "v": lambda: predict_x0_from_v(sched, x_t, t, out)}[cfg.prediction]().clamp(-1, 1)
             if cfg.id_weight > 0:
                 w = id_loss_weight(sched, t, cfg.id_t_max) * (~dropped.to(t.device)).float()
                 sel = w > 0
@@ -307,12 +313,18 @@ def identity_guided(eps_fn, model: SwapDiffusion, target, mask, embedding, chip_
 def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, landmarks68: torch.Tensor,
                 embedding: torch.Tensor | None, steps: int = 25, guidance: float = 2.0, id_guidance: float = 0.0,
                 chip_M: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+                generator: torch.Generator | None = None, eta: float = 0.0, progress: bool = False,
+                strength: float = 1.0) -> torch.Tensor:
     """Swapped crops x_0 (B, 3, S, S) in [−1, 1] by DDIM (``steps`` steps) with classifier-free guidance
     ``guidance`` and identity-gradient guidance ``id_guidance`` (module docstring).  ``embedding=None``: the
-    unconditional model (an inpainting with no identity)."""
+    unconditional model (an inpainting with no identity).  ``strength`` < 1 starts from the target itself noised to
+    the first of the last ⌈strength · steps⌉ DDIM timesteps, x_{t_0} = √ᾱ_{t_0} x^tgt + √(1−ᾱ_{t_0}) x_T (eq. 2;
+    SDEdit, Meng et al. 2022; diffusers' img2img ``strength``), which keeps the target's coarse layout (pose, light)
+    and lets the identity tokens rewrite the detail."""
     if guidance < 0 or id_guidance < 0:
         raise ValueError(f"guidance and id_guidance must be >= 0, got {guidance}, {id_guidance}")
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
     dev = next(model.parameters()).device
     target, mask = target.to(dev), mask.to(dev)
     cond = model.condition(target, mask, landmarks68.to(dev))
@@ -328,8 +340,14 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
             if chip_M is None:
                 chip_M = chip_matrices(landmarks68)
             eps_fn = identity_guided(eps_fn, model, target, mask, embedding, chip_M.to(dev), id_guidance)
+    timesteps = None
+    if strength < 1:
+        k = max(1, math.ceil(strength * steps))
+        timesteps = ddim_timesteps(model.schedule.T, steps)[steps - k:]
+        noise = torch.randn(target.shape, generator=generator).to(dev) if x_T is None else x_T.to(dev)
+        x_T = q_sample(model.schedule, target, timesteps[0], noise)
     return ddim_sample(eps_fn, model.schedule, target.shape, steps, eta, generator, dev, clip_x0=1.0, x_T=x_T,
-                       progress=progress)
+                       progress=progress, timesteps=timesteps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -447,24 +465,35 @@ def cross_pairs(data: SwapData, n: int, seed: int = 0) -> tuple[torch.Tensor, to
     return i, j
 
 
+def identity_cosines(out: torch.Tensor, data: SwapData, i, j, blur: float = 0.0) -> dict:
+    """Mean cosines of ID(``out``) (crops aligned like ``data.crops[i]``) to the sources' embeddings
+    ``data.embeddings[j]`` and to the targets' ``data.embeddings[i]``.  ``blur``: a Gaussian blur (standard
+    deviation, pixels) first — a check that the identity is not a high-frequency pattern that only the identity
+    network (the loss's, and the metric's) reads."""
+    if blur > 0:
+        import torchvision.transforms.functional as TF
+        out = TF.gaussian_blur(out, 2 * math.ceil(2 * blur) + 1, blur)
+    e = identity_of_crops(out, data.chip_M[i])
+    return {"cos_source": float((e * data.embeddings[j]).sum(-1).mean()),
+            "cos_target": float((e * data.embeddings[i]).sum(-1).mean())}
+
+
 @torch.no_grad()
 def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps: int = 10, guidance: float = 2.0,
-                        seed: int = 0, id_guidance: float = 0.0) -> dict:
+                        seed: int = 0, id_guidance: float = 0.0, strength: float = 1.0, blur: float = 0.0) -> dict:
     """Swap ``n`` cross-identity pairs of ``data`` (:func:`cross_pairs`) and return the mean cosines of ID(result)
     (blended through the mask) to the source's embedding and to the target's own (the identity the swap should
-    replace), and the results (B, 3, S, S) in [−1, 1]."""
+    replace; :func:`identity_cosines`, after a ``blur`` when > 0), and the results (B, 3, S, S) in [−1, 1]."""
     i, j = cross_pairs(data, n, seed)
     was = model.training
     model.eval()
     tgt, mask, lm, chip = data.crops[i], data.masks[i], data.landmarks68[i], data.chip_M[i]
     x_T = torch.randn(tgt.shape, generator=torch.Generator().manual_seed(seed))
-    x0 = sample_swap(model, tgt, mask, lm, data.embeddings[j], steps, guidance, id_guidance, chip, x_T).cpu()
+    x0 = sample_swap(model, tgt, mask, lm, data.embeddings[j], steps, guidance, id_guidance, chip, x_T,
+                     strength=strength).cpu()
     model.train(was)
     out = mask * x0 + (1 - mask) * tgt
-    e = identity_of_crops(out, chip)
-    return {"cos_source": float((e * data.embeddings[j]).sum(-1).mean()),
-            "cos_target": float((e * data.embeddings[i]).sum(-1).mean()), "results": out, "targets": i,
-            "sources": j}
+    return {**identity_cosines(out, data, i, j, blur), "results": out, "targets": i, "sources": j}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -560,7 +589,8 @@ class DiffusionSwap:
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, steps: int | None = None,
                  guidance: float | None = None, id_guidance: float | None = None, batch_size: int = 8,
-                 device=None, model: SwapDiffusion | None = None, progress: bool = False):
+                 device=None, model: SwapDiffusion | None = None, progress: bool = False,
+                 strength: float | None = None):
         from dfs.device import get_device
 
         self.device = torch.device(device) if device is not None else get_device()
@@ -573,6 +603,9 @@ class DiffusionSwap:
         self.steps = int(steps if steps is not None else cfg.sample_steps)
         self.guidance = float(guidance if guidance is not None else cfg.guidance)
         self.id_guidance = float(id_guidance if id_guidance is not None else cfg.id_guidance)
+        self.strength = float(strength if strength is not None else cfg.strength)
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.steps < 1 or self.steps > cfg.T:
             raise ValueError(f"steps must be in [1, {cfg.T}], got {self.steps}")
         self.crop_size, self.template, self.batch_size = cfg.image_size, cfg.template, int(batch_size)
@@ -590,6 +623,7 @@ class DiffusionSwap:
         opt = context.options
         steps, guidance = int(opt.get("steps", self.steps)), float(opt.get("guidance", self.guidance))
         id_guidance = float(opt.get("id_guidance", self.id_guidance))
+        strength = float(opt.get("strength", self.strength))
         S = self.crop_size
         target = _to_unit(np.stack([t.crop for t in targets]))
         mask = torch.from_numpy(np.stack([t.mask for t in targets])).float()[:, None]
@@ -599,7 +633,7 @@ class DiffusionSwap:
             emb = self.source_embeddings(sources)
             x0 = sample_swap(self.model, target, mask, lm, emb, steps, guidance, id_guidance,
                              chip_M=chip_matrices(lm) if id_guidance > 0 else None, x_T=x_T.to(self.device),
-                             progress=self.progress)
+                             progress=self.progress, strength=strength)
         except torch.OutOfMemoryError as e:
             raise SwapOutOfMemory(_oom_message(f"sampling {len(targets)} swaps with {steps} steps", e)) from None
         out = ((x0.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

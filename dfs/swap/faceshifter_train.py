@@ -14,7 +14,6 @@ Both stages resume exactly (the Trainer's per-step seeding).
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -177,16 +176,6 @@ def train_faceshifter(config: FaceShifterConfig | str = "quick", data=None, prog
     return out
 
 
-def _judge(out, data, i, j, chip, blur: float) -> dict:
-    from dfs.swap.diffusion import identity_of_crops
-    if blur > 0:
-        import torchvision.transforms.functional as TF
-        out = TF.gaussian_blur(out, 2 * math.ceil(2 * blur) + 1, blur)
-    e = identity_of_crops(out, chip)
-    return {"cos_source": float((e * data.embeddings[j]).sum(-1).mean()),
-            "cos_target": float((e * data.embeddings[i]).sum(-1).mean())}
-
-
 @torch.no_grad()
 def identity_score(aei: AEINet, data, n: int = 8, seed: int = 0, hear: HEARNet | None = None,
                    blur: float = 0.0) -> dict:
@@ -195,28 +184,28 @@ def identity_score(aei: AEINet, data, n: int = 8, seed: int = 0, hear: HEARNet |
     results (B, 3, S, S) and the pair indices — as :func:`dfs.swap.diffusion.swap_identity_score` does.  ``blur``:
     a Gaussian blur (standard deviation in pixels) of the results before ID — a check that the identity is not a
     high-frequency pattern that only the identity network (the loss's, and the metric's) reads."""
-    from dfs.swap.diffusion import cross_pairs
+    from dfs.swap.diffusion import cross_pairs, identity_cosines
 
     i, j = cross_pairs(data, n, seed)
     was = aei.training
     aei.eval()
     dev = next(aei.parameters()).device
-    tgt, mask, chip = data.crops[i], data.masks[i], data.chip_M[i]
+    tgt, mask = data.crops[i], data.masks[i]
     y = aei(tgt.to(dev), data.embeddings[j].to(dev))[0]
     if hear is not None:
         y = hear(y, heuristic_error(aei, tgt.to(dev), data.embeddings[i].to(dev)))
     aei.train(was)
     out = mask * y.clamp(-1, 1).cpu() + (1 - mask) * tgt
-    return {**_judge(out, data, i, j, chip, blur), "results": out, "targets": i, "sources": j}
+    return {**identity_cosines(out, data, i, j, blur), "results": out, "targets": i, "sources": j}
 
 
 @torch.no_grad()
 def reference_scores(data, n: int = 8, seed: int = 0, blur: float = 0.0) -> dict:
     """The same cosines as :func:`identity_score` on the same pairs for the two references: "target unchanged"
     and "source pasted" (the source's aligned crop through the target's mask)."""
-    from dfs.swap.diffusion import cross_pairs
+    from dfs.swap.diffusion import cross_pairs, identity_cosines
 
     i, j = cross_pairs(data, n, seed)
-    tgt, mask, chip = data.crops[i], data.masks[i], data.chip_M[i]
-    return {"target unchanged": _judge(tgt, data, i, j, chip, blur),
-            "source pasted": _judge(mask * data.crops[j] + (1 - mask) * tgt, data, i, j, chip, blur)}
+    tgt, mask = data.crops[i], data.masks[i]
+    return {"target unchanged": identity_cosines(tgt, data, i, j, blur),
+            "source pasted": identity_cosines(mask * data.crops[j] + (1 - mask) * tgt, data, i, j, blur)}
