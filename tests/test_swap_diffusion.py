@@ -48,12 +48,7 @@ def aligned(pipe):
 
 @pytest.fixture(scope="module")
 def data(aligned):
-    from dfs.metrics import FaceEmbedder
-    emb = torch.from_numpy(FaceEmbedder(D.identity_encoder("cpu"))([(a.image, a.face) for a in aligned])).float()
-    return D.SwapData(D._to_unit(np.stack([a.crop for a in aligned])),
-                      torch.from_numpy(np.stack([a.mask for a in aligned]))[:, None].float(),
-                      torch.from_numpy(np.stack([a.landmarks68 for a in aligned])).float(), emb,
-                      [p for p in PEOPLE for _ in range(3)], batch_size=4)
+    return D.SwapData.from_aligned(aligned, [p for p in PEOPLE for _ in range(3)], batch_size=4)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -123,27 +123,37 @@ def preset_path(name: str) -> Path:
     return Path(__file__).parent / "presets" / f"{name}.yaml"
 
 
-def config_from_dict(d: dict, where: str = "the configuration") -> SwapConfig:
-    known = {f.name for f in fields(SwapConfig)}
+def config_from_dict(d: dict, where: str = "the configuration", cls=None, what: str = "setting"):
+    """``cls(**d)`` (default :class:`SwapConfig`) with a clear error naming any unknown ``what``."""
+    cls = cls or SwapConfig
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {unknown}; known settings are {sorted(known)}")
-    return SwapConfig(**d)
+        raise ValueError(f"{where}: unknown {what}(s) {unknown}; known settings are {sorted(known)}")
+    return cls(**d)
+
+
+def load_yaml_config(name_or_path: str | os.PathLike, presets: tuple, preset_file, cls, overrides: dict,
+                     what: str = "configuration"):
+    """A preset name in ``presets`` (its file ``preset_file(name)``) or a YAML file, with keyword overrides, as
+    ``cls`` -- shared by the diffusion swap's and FaceShifter's configurations."""
+    import yaml
+
+    s = str(name_or_path)
+    path = preset_file(s) if s in presets else Path(s).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} {s!r}: use a preset ({', '.join(presets)}) or a YAML file path")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a configuration is a YAML mapping of setting: value")  # noqa: TRY004
+    d.update(overrides)
+    setting = "setting" if what == "configuration" else what.replace("configuration", "setting")
+    return config_from_dict(d, str(path), cls, setting)
 
 
 def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> SwapConfig:
     """A preset name (``quick``, ``full``) or a YAML file, with keyword overrides."""
-    import yaml
-
-    s = str(name_or_path)
-    path = preset_path(s) if s in PRESETS else Path(s).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no configuration {s!r}: use a preset ({', '.join(PRESETS)}) or a YAML file path")
-    d = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: a configuration is a YAML mapping of setting: value")
-    d.update(overrides)
-    return config_from_dict(d, str(path))
+    return load_yaml_config(name_or_path, PRESETS, preset_path, SwapConfig, overrides)
 
 
 def check_compatible(saved: dict, config: SwapConfig, where: str) -> None:

@@ -392,6 +392,18 @@ class SwapData:
             self.landmarks68_mirrored = mirror_landmarks68(self.landmarks68, self.crops.shape[-1])
             self.chip_M_mirrored = chip_matrices(self.landmarks68_mirrored)
 
+    @classmethod
+    def from_aligned(cls, faces, identities, batch_size: int, flip: bool = False) -> "SwapData":
+        """From :class:`~dfs.swap.pipeline.AlignedFace` s (``SwapPipeline.align``) and their people's names: the
+        identity vectors come from the full photos (the chips dlib cuts, as in the training cache)."""
+        from dfs.metrics import FaceEmbedder
+
+        emb = torch.from_numpy(FaceEmbedder(identity_encoder("cpu"))([(a.image, a.face) for a in faces])).float()
+        return cls(_to_unit(np.stack([a.crop for a in faces])),
+                   torch.from_numpy(np.stack([a.mask for a in faces]))[:, None].float(),
+                   torch.from_numpy(np.stack([a.landmarks68 for a in faces])).float(), emb, list(identities),
+                   batch_size, flip=flip)
+
     def __len__(self) -> int:
         return len(self.crops)
 

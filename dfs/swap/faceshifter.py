@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from dfs.swap.config import check_compatible, resolve_path
+from dfs.swap.config import check_compatible, load_yaml_config, resolve_path
+from dfs.swap.config import config_from_dict as _config_from_dict
 
 PRESETS = ("quick", "full")
 MODEL_FIELDS = ("image_size", "template", "id_dim", "enc_channels", "gen_channels", "disc_channels",
@@ -167,27 +168,13 @@ def preset_path(name: str) -> Path:
 
 
 def config_from_dict(d: dict, where: str = "the configuration") -> FaceShifterConfig:
-    known = {f.name for f in fields(FaceShifterConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown FaceShifter setting(s) {unknown}; known settings are {sorted(known)}")
-    return FaceShifterConfig(**d)
+    return _config_from_dict(d, where, FaceShifterConfig, "FaceShifter setting")
 
 
 def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> FaceShifterConfig:
     """A preset (``quick``, ``full``: ``presets/faceshifter_<name>.yaml``) or a YAML file, with overrides."""
-    import yaml
-
-    s = str(name_or_path)
-    path = preset_path(s) if s in PRESETS else Path(s).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no FaceShifter configuration {s!r}: use a preset ({', '.join(PRESETS)}) or a "
-                                "YAML file path")
-    d = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: a configuration is a YAML mapping of setting: value")  # noqa: TRY004
-    d.update(overrides)
-    return config_from_dict(d, str(path))
+    return load_yaml_config(name_or_path, PRESETS, preset_path, FaceShifterConfig, overrides,
+                            "FaceShifter configuration")
 
 
 # ---------------------------------------------------------------------------------------------------------------
