@@ -134,21 +134,23 @@ def config_from_dict(d: dict, where: str = "the configuration", cls=None, what: 
 
 
 def load_yaml_config(name_or_path: str | os.PathLike, presets: tuple, preset_file, cls, overrides: dict,
-                     what: str = "configuration"):
+                     model: str = ""):
     """A preset name in ``presets`` (its file ``preset_file(name)``) or a YAML file, with keyword overrides, as
-    ``cls`` -- shared by the diffusion swap's and FaceShifter's configurations."""
+    ``cls`` -- shared by the diffusion swap's and FaceShifter's configurations (``model`` names the latter in
+    messages)."""
     import yaml
 
+    what = f"{model} " if model else ""
     s = str(name_or_path)
     path = preset_file(s) if s in presets else Path(s).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"no {what} {s!r}: use a preset ({', '.join(presets)}) or a YAML file path")
+        raise FileNotFoundError(f"no {what}configuration {s!r}: use a preset ({', '.join(presets)}) or a YAML "
+                                "file path")
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a configuration is a YAML mapping of setting: value")  # noqa: TRY004
     d.update(overrides)
-    setting = "setting" if what == "configuration" else what.replace("configuration", "setting")
-    return config_from_dict(d, str(path), cls, setting)
+    return config_from_dict(d, str(path), cls, f"{what}setting")
 
 
 def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> SwapConfig:

@@ -173,8 +173,7 @@ def config_from_dict(d: dict, where: str = "the configuration") -> FaceShifterCo
 
 def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> FaceShifterConfig:
     """A preset (``quick``, ``full``: ``presets/faceshifter_<name>.yaml``) or a YAML file, with overrides."""
-    return load_yaml_config(name_or_path, PRESETS, preset_path, FaceShifterConfig, overrides,
-                            "FaceShifter configuration")
+    return load_yaml_config(name_or_path, PRESETS, preset_path, FaceShifterConfig, overrides, "FaceShifter")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,20 +233,27 @@ def _up(cin, cout):
                          nn.LeakyReLU(0.1))
 
 
+def _unet_levels(in_channels: int, channels) -> tuple[nn.ModuleList, nn.ModuleList, int]:
+    """The U-Net halves shared by the attributes encoder and HEAR-Net: ``down`` halves the size at each of
+    ``channels``; ``up`` doubles it back to S/2, each step's input being the previous output concatenated with the
+    skip of the same size.  Returns (down, up, channels of the last concatenation)."""
+    c = (in_channels,) + tuple(channels)
+    down = nn.ModuleList(_down(c[k], c[k + 1]) for k in range(len(channels)))
+    up, prev = nn.ModuleList(), channels[-1]
+    for k in range(len(channels) - 2, -1, -1):
+        up.append(_up(prev, channels[k]))
+        prev = 2 * channels[k]
+    return down, up, prev
+
+
 class AttributeEncoder(nn.Module):
     """The multi-level attributes encoder (§3.1, eq. 1): a U-Net on X_t whose decoder outputs are
     z_att^1 (2×2) … z_att^{n-1} (S/2), and z_att^n = z_att^{n-1} upsampled bilinearly to S."""
 
     def __init__(self, channels: tuple):
         super().__init__()
-        c = (3,) + tuple(channels)
-        self.down = nn.ModuleList(_down(c[k], c[k + 1]) for k in range(len(channels)))
         # decoder: from the 2x2 bottleneck up to S/2; the input of step j is the previous z_att (concatenated)
-        self.up = nn.ModuleList()
-        prev = channels[-1]
-        for k in range(len(channels) - 2, -1, -1):
-            self.up.append(_up(prev, channels[k]))
-            prev = 2 * channels[k]
+        self.down, self.up, _ = _unet_levels(3, channels)
 
     @staticmethod
     def channels(enc_channels: tuple) -> list[int]:
@@ -452,13 +458,7 @@ class HEARNet(nn.Module):
     def __init__(self, config: FaceShifterConfig):
         super().__init__()
         ch = config.hear_channels
-        c = (6,) + tuple(ch)
-        self.down = nn.ModuleList(_down(c[k], c[k + 1]) for k in range(len(ch)))
-        self.up = nn.ModuleList()
-        prev = ch[-1]
-        for k in range(len(ch) - 2, -1, -1):
-            self.up.append(_up(prev, ch[k]))
-            prev = 2 * ch[k]
+        self.down, self.up, prev = _unet_levels(6, ch)
         self.out = nn.ConvTranspose2d(prev, 32, 4, 2, 1)
         self.final = nn.Conv2d(32 + 6, 3, 3, padding=1)
         nn.init.zeros_(self.final.weight)
