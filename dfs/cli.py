@@ -26,10 +26,11 @@ def _eval(args) -> int:
     from .swap.diffusion import SwapOutOfMemory
 
     options = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
-                                 ("id_guidance", args.id_guidance), ("strength", args.strength)) if v is not None}
+                                 ("id_guidance", args.id_guidance), ("strength", args.strength),
+                                 ("ilvr", args.ilvr)) if v is not None}
     if options and args.method != "diffusion":
-        print(f"dfs eval: --steps/--guidance/--id-guidance/--strength apply to --method diffusion, not {args.method}",
-              file=sys.stderr)
+        print(f"dfs eval: --steps/--guidance/--id-guidance/--strength/--ilvr apply to --method diffusion, not "
+              f"{args.method}", file=sys.stderr)
         return 2
     if args.checkpoint is not None:
         if args.method not in ("diffusion", "faceshifter"):
@@ -112,9 +113,10 @@ def _swap_method(args):
             raise ValueError("--no-hear applies to --method faceshifter")
         return DiffusionSwap(args.checkpoint, steps=args.steps, guidance=args.guidance,
                              id_guidance=args.id_guidance, batch_size=args.batch_size, progress=True,
-                             strength=args.strength)
+                             strength=args.strength, ilvr=args.ilvr)
     given = [f for f, v in (("--steps", args.steps), ("--guidance", args.guidance),
-                            ("--id-guidance", args.id_guidance), ("--strength", args.strength)) if v is not None]
+                            ("--id-guidance", args.id_guidance), ("--strength", args.strength),
+                            ("--ilvr", args.ilvr)) if v is not None]
     if given:
         raise ValueError(f"{', '.join(given)} apply to --method diffusion, not {args.method}")
     if args.method == "faceshifter":
@@ -159,6 +161,10 @@ def _held_out(text: str):
     return int(value) if value >= 1 and value.is_integer() else value
 
 
+ILVR_HELP = ("diffusion: keep the target's low-pass at 1/N of the crop size at every step (ILVR; N = 4 or 8 keeps its "
+             "pose and light; default 0: off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dfs", description="Face swap with diffusion models: the thesis companion.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -190,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--id-guidance", type=float, default=None, help="diffusion: identity-gradient guidance scale")
     e.add_argument("--strength", type=float, default=None,
                    help="diffusion: start from the target noised to this fraction of the steps (SDEdit; 1 = noise)")
+    e.add_argument("--ilvr", type=int, default=None, help=ILVR_HELP)
     e.set_defaults(func=_eval)
 
     t = sub.add_parser("train-swap", help="train a face-swap model (resumes from its checkpoints)")
@@ -215,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strength", type=float, default=None,
                    help="diffusion: start from the target noised to this fraction of the steps (SDEdit; default 1: "
                         "from noise)")
+    s.add_argument("--ilvr", type=int, default=None, help=ILVR_HELP)
     s.add_argument("--seed", type=int, default=0, help="seed of the first target (the i-th uses seed + i)")
     s.add_argument("--batch-size", type=int, default=8, help="targets per sampling batch (default 8)")
     s.add_argument("--checkpoint", default=None, help="checkpoint: a run folder or step folder (default: the "

@@ -406,12 +406,36 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     return list(range(0, T, T // steps))[:steps][::-1]
 
 
+def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """φ_N(x): each N×N block replaced by its mean (average-pool by N, then repeat), the linear low-pass filter of
+    ILVR (Choi et al. 2021, §3.1).  A projection, φ_N(φ_N(x)) = φ_N(x), so after :func:`ilvr_refine` the sample's
+    low-pass is the reference's exactly.  ``factor`` must divide the image's height and width."""
+    H, W = x.shape[-2:]
+    if factor < 1 or H % factor or W % factor:
+        raise ValueError(f"the low-pass factor must be a positive divisor of the image size {H}×{W}, got {factor}")
+    if factor == 1:
+        return x
+    y = torch.nn.functional.avg_pool2d(x, factor)
+    return y.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+
+def ilvr_refine(sched: NoiseSchedule, x_prev: torch.Tensor, reference: torch.Tensor, t_prev: int, factor: int,
+                noise: torch.Tensor) -> torch.Tensor:
+    """x_{t'} ← x_{t'} − φ_N(x_{t'}) + φ_N(y_{t'}),  y_{t'} = √ᾱ_{t'} y + √(1−ᾱ_{t'}) ε ~ q(y_{t'} | y)
+    (ILVR, Choi et al. 2021, eq. 8 and Algorithm 1): the sample keeps its own detail and takes the reference's
+    coarse structure at every noise level.  ``t_prev = -1`` (the last step) uses y itself."""
+    y = reference if t_prev < 0 else q_sample(sched, reference, t_prev, noise)
+    return x_prev - low_pass(x_prev, factor) + low_pass(y, factor)
+
+
 @torch.no_grad()
 def ddim_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, steps: int = 50, eta: float = 0.0,
                 generator: torch.Generator | None = None, device=None, clip_x0: float | None = None, x_T=None,
-                return_trajectory: bool = False, progress: bool = True, timesteps=None):
+                return_trajectory: bool = False, progress: bool = True, timesteps=None, after_step=None):
     """DDIM sampling (Song et al. 2021) over the K = ``steps`` timesteps of :func:`ddim_timesteps`, or over
-    ``timesteps`` (descending) when given: then ``x_T`` is the sample at ``timesteps[0]`` (SDEdit's start)."""
+    ``timesteps`` (descending) when given: then ``x_T`` is the sample at ``timesteps[0]`` (SDEdit's start).
+    ``after_step(x, t_prev)``, when given, returns the sample to continue from after each step (ILVR's
+    refinement, :func:`ilvr_refine`)."""
     x = torch.randn(shape, generator=generator).to(device) if x_T is None else x_T.to(device)
     traj = [x.cpu()] if return_trajectory else None
     ts = ddim_timesteps(sched.T, steps) if timesteps is None else [int(t) for t in timesteps]
@@ -422,6 +446,8 @@ def ddim_sample(eps_model: EpsModel, sched: NoiseSchedule, shape, steps: int = 5
         tt = _timesteps_tensor(t, x.shape[0], x.device)
         z = torch.randn(x.shape, generator=generator).to(x) if eta > 0 else None
         x = ddim_step(sched, eps_model(x, tt), x, t, t_prev, eta, z, clip_x0)  # int t: no per-step device sync
+        if after_step is not None:
+            x = after_step(x, t_prev)
         if traj is not None:
             traj.append(x.cpu())
     return (x, torch.stack(traj)) if return_trajectory else x

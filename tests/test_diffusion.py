@@ -267,3 +267,21 @@ def test_ddim_sample_over_given_timesteps():
     torch.testing.assert_close(D.ddim_sample(eps, sched, x_T.shape, 10, x_T=x_T, progress=False, timesteps=ts[6:]), x)
     with pytest.raises(ValueError, match="descending"):
         D.ddim_sample(eps, sched, x_T.shape, 10, x_T=x_T, progress=False, timesteps=[10, 20])
+
+
+def test_low_pass_is_a_mean_preserving_projection_and_ilvr_takes_the_references_low_pass():
+    """φ_N of ILVR (Choi et al. 2021): block means; φ_N∘φ_N = φ_N; one refinement (eq. 8) gives φ_N(x') = φ_N(y_t')."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 16, 16, generator=g), torch.randn(2, 3, 16, 16, generator=g)
+    lp = D.low_pass(x, 4)
+    assert lp[0, 1, 5, 6].item() == pytest.approx(x[0, 1, 4:8, 4:8].mean().item(), abs=1e-6)
+    torch.testing.assert_close(D.low_pass(lp, 4), lp)
+    torch.testing.assert_close(lp.mean((-2, -1)), x.mean((-2, -1)))
+    sched = D.NoiseSchedule.from_name("cosine", 100)
+    noise = torch.randn(x.shape, generator=g)
+    out = D.ilvr_refine(sched, x, y, 30, 4, noise)
+    torch.testing.assert_close(D.low_pass(out, 4), D.low_pass(D.q_sample(sched, y, 30, noise), 4))
+    torch.testing.assert_close(out - D.low_pass(out, 4), x - lp)               # x's own detail is kept
+    torch.testing.assert_close(D.low_pass(D.ilvr_refine(sched, x, y, -1, 4, noise), 4), D.low_pass(y, 4))
+    with pytest.raises(ValueError, match="divisor of the image size"):
+        D.low_pass(x, 5)

@@ -4,6 +4,7 @@ resume through dfs.train, the pipeline adapter (paste-back, PNG metadata, seeds)
 Tiny U-Nets at 32 px on real faces of the shared LFW subset (DFS_DATA; CI: ../shared/data/faces)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -74,6 +75,20 @@ def test_config_errors(tmp_path):
     f.write_text("image_size: 64\nsteps: 3\n")
     c = load_config(f)
     assert (c.image_size, c.steps, c.batch_size) == (64, 3, SwapConfig().batch_size)
+
+
+def test_plain_levels_choose_where_the_unet_has_cross_attention():
+    cfg = tiny(block_out_channels=[8, 16, 32], plain_levels=2)
+    unet = D.build_swap_unet(cfg)
+    assert [type(b).__name__ for b in unet.down_blocks] == ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"]
+    assert [type(b).__name__ for b in unet.up_blocks] == ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]
+    # the identity tokens still change the output (middle block and last level)
+    x, t = torch.randn(1, 3 + D.condition_channels(), 32, 32), torch.tensor([5])
+    a = unet(x, t, encoder_hidden_states=torch.randn(1, 2, 16)).sample
+    b = unet(x, t, encoder_hidden_states=torch.randn(1, 2, 16)).sample
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="plain_levels must be in"):
+        tiny(plain_levels=2)                       # two levels: at least one keeps cross-attention
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,7 +216,8 @@ def test_strength_starts_from_the_noised_target_on_the_last_timesteps(data, monk
     target, mask, lm, emb, chip = data(0, torch.Generator().manual_seed(0))
     seen = {}
 
-    def fake_ddim(eps_fn, sched, shape, steps, eta, generator, dev, clip_x0, x_T, progress, timesteps):
+    def fake_ddim(eps_fn, sched, shape, steps, eta, generator, dev, clip_x0, x_T, progress, timesteps,
+                  after_step):
         seen.update(x_T=x_T, timesteps=timesteps)
         return x_T
 
@@ -216,6 +232,21 @@ def test_strength_starts_from_the_noised_target_on_the_last_timesteps(data, monk
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="strength"):
             D.sample_swap(m, target, mask, lm, emb, steps=10, x_T=x_T, strength=bad)
+
+
+def test_ilvr_swap_keeps_the_targets_low_pass_exactly(data):
+    """ILVR (Choi et al. 2021, eq. 8): after the last refinement φ_N(x_0) = φ_N(target), the detail is the model's."""
+    from dfs.diffusion import low_pass
+
+    torch.manual_seed(0)
+    m = D.SwapDiffusion(tiny()).eval()
+    target, mask, lm, emb, _ = data(0, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    out = D.sample_swap(m, target, mask, lm, emb, steps=4, guidance=1.0, generator=g, ilvr=8)
+    torch.testing.assert_close(low_pass(out, 8), low_pass(target, 8), atol=1e-5, rtol=0)
+    plain = D.sample_swap(m, target, mask, lm, emb, steps=4, guidance=1.0, generator=torch.Generator().manual_seed(1))
+    assert (low_pass(plain, 8) - low_pass(target, 8)).abs().max() > 0.05      # without ILVR it does not
+    assert ((out - low_pass(out, 8)) - (target - low_pass(target, 8))).abs().max() > 0.05   # detail: not the target's
 
 
 def test_identity_loss_weight_schedule():
@@ -342,6 +373,14 @@ def test_checkpoint_errors(tmp_path, checkpoint, data):
         D.train_swap(tiny(steps=3, token_dim=32), data=data, progress=False, checkpoint_dir=checkpoint)
     model, cfg, path = D.load_swap_model(checkpoint)
     assert cfg.image_size == 32 and path.name == "step_0000002" and not model.training
+    # a checkpoint written before a model field existed loads with that field's default (here plain_levels = 1)
+    old = tmp_path / "old"
+    shutil.copytree(checkpoint, old)
+    for f in old.rglob("state.json"):
+        d = json.loads(f.read_text())
+        del d["config"]["extra"]["swap_config"]["plain_levels"]
+        f.write_text(json.dumps(d))
+    assert D.load_swap_model(old, config=tiny())[1].plain_levels == 1
 
 
 def test_out_of_memory_is_a_clear_error(checkpoint, aligned, monkeypatch):
@@ -428,6 +467,10 @@ def test_cli_swap_on_a_target_folder_and_errors(tmp_path, checkpoint, capsys):
     rc = main(["swap", "--source", str(photo(PEOPLE[0], 1)), "--target", str(folder / "t1.jpg"),
                "--out", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "missing")])
     assert rc == 2 and "no face-swap checkpoint" in capsys.readouterr().err
+    rc = main(["swap", "--source", str(photo(PEOPLE[0], 1)), "--target", str(folder / "t1.jpg"),
+               "--out", str(tmp_path / "y.png"), "--checkpoint", str(checkpoint), "--ilvr", "5"])
+    assert rc == 2 and "ilvr must be 0 (off) or a divisor of the crop size 32" in capsys.readouterr().err
+    assert not (tmp_path / "y.png").exists()
 
 
 def test_cli_train_swap_on_a_small_folder(tmp_path, capsys):

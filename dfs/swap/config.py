@@ -16,7 +16,7 @@ from pathlib import Path
 
 PRESETS = ("quick", "full")
 MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
-                "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma", "schedule", "T",
+                "plain_levels", "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma", "schedule", "T",
                 "prediction")
 
 
@@ -28,6 +28,8 @@ class SwapConfig:
     block_out_channels: tuple = (32, 64, 128)
     layers_per_block: int = 1
     norm_num_groups: int = 8
+    plain_levels: int = 1                  # levels from full resolution down without attention; the rest (and the
+                                           # middle block) read the identity tokens by cross-attention
     attention_head_dim: int = 8            # channels per attention head
     id_dim: int = 128                      # identity embedding size (dlib ResNet: 128)
     id_tokens: int = 4                     # K: identity tokens for cross-attention
@@ -64,6 +66,7 @@ class SwapConfig:
     guidance: float = 2.0
     id_guidance: float = 0.0               # identity-gradient guidance scale (0: off)
     strength: float = 1.0                  # < 1: start from the target noised to strength·T (SDEdit), 1: from noise
+    ilvr: int = 0                          # N > 0: keep the target's low-pass at 1/N resolution (ILVR); 0: off
 
     def __post_init__(self):
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -73,6 +76,9 @@ class SwapConfig:
         if self.image_size < 32 or self.image_size % 2 ** (n - 1):
             raise ValueError(f"image_size must be >= 32 and divisible by 2^(levels-1) = {2 ** (n - 1)}, "
                              f"got {self.image_size}")
+        if not 0 <= self.plain_levels < n:
+            raise ValueError(f"plain_levels must be in [0, {n - 1}] (at least one level keeps cross-attention), "
+                             f"got {self.plain_levels}")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"every width in block_out_channels {self.block_out_channels} must be divisible by "
                              f"norm_num_groups={self.norm_num_groups}")
@@ -88,6 +94,7 @@ class SwapConfig:
             raise ValueError(f"template must be 'ffhq' or 'arcface', got {self.template!r}")
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        check_ilvr(self.ilvr, self.image_size)
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
 
@@ -110,6 +117,13 @@ class SwapConfig:
             return resolve_path(self.cache_dir)
         from dfs.faces.identity import cache_dir
         return cache_dir() / f"swap_faces_{self.image_size}_{self.template}"
+
+
+def check_ilvr(factor: int, image_size: int) -> None:
+    """ILVR's factor N: 0 (off) or a divisor of the crop size (the low-pass averages N×N blocks)."""
+    if factor < 0 or (factor and image_size % factor):
+        raise ValueError(f"ilvr must be 0 (off) or a divisor of the crop size {image_size} (the low-pass averages "
+                         f"N×N blocks: 4 or 8 keep the target's pose and light), got {factor}")
 
 
 def resolve_path(p: str | os.PathLike) -> Path:
@@ -160,8 +174,8 @@ def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> SwapC
 
 def check_compatible(saved: dict, config: SwapConfig, where: str) -> None:
     """Raise ValueError when a checkpoint's model settings differ from ``config``'s."""
-    want = config.model_dict()
-    diff = {k: (saved.get(k), want[k]) for k in want if saved.get(k) != want[k]}
+    want, default = config.model_dict(), SwapConfig().model_dict()   # a field newer than the checkpoint: default
+    diff = {k: (saved.get(k, default[k]), want[k]) for k in want if saved.get(k, default[k]) != want[k]}
     if diff:
         what = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{where} was trained for another model ({what}); pass a checkpoint of this configuration "
