@@ -17,6 +17,9 @@ What each number means (the result should carry the SOURCE's identity and the TA
   result against the target's after removing translation, rotation and scale (a least-squares similarity,
   Umeyama 1991), in percent of the target's outer-eye-corner distance.  Out-of-plane pose differences are not
   removed by a 2-D similarity and leak into it.
+* **Per-part landmark errors** (JSON only: ``landmark_error_jaw``, ``_brows``, ``_nose``, ``_eyes``, ``_mouth``):
+  mean landmark distance of each part, unaligned, in the same units: where a pose error comes from.  dlib's 68
+  points are fitted jointly, so even the jaw points move when only the inner face changes.
 * **PSNR / SSIM** where a ground truth exists (e.g. swapping a face onto itself).
 * **FID / KID** (Inception features, torchmetrics) only when its Inception weights load; otherwise, and always in
   addition, the **ID-feature FD**: the Fréchet distance between Gaussians fitted to identity-encoder features of
@@ -167,6 +170,23 @@ def expression_error(landmarks, reference, points: Sequence[int] = INNER_68) -> 
     if iod <= 1e-9:
         raise ValueError("the reference's outer eye corners (points 36 and 45) coincide: not a face")
     return float(np.linalg.norm(aligned - b[idx], axis=1).mean() / iod * 100.0)
+
+
+def landmark_errors(landmarks, reference) -> dict[str, float]:
+    """Mean point distance of each part of the face (``dfs.faces.align.IBUG68_GROUPS``: jaw, brows, nose, eyes,
+    mouth) between ``landmarks`` and ``reference`` (both (68, 2), same image), in % of the reference's
+    outer-eye-corner distance.  No alignment: unlike :func:`expression_error`, a shifted or turned face counts, so
+    this says *where* a pose error comes from."""
+    from dfs.faces.align import IBUG68_GROUPS
+
+    a, b = np.asarray(landmarks, np.float64), np.asarray(reference, np.float64)
+    if a.shape != (68, 2) or b.shape != (68, 2):
+        raise ValueError(f"landmarks and reference must be (68, 2) arrays, got {a.shape} and {b.shape}")
+    iod = float(np.linalg.norm(b[OUTER_EYE_CORNERS[0]] - b[OUTER_EYE_CORNERS[1]]))
+    if iod <= 1e-9:
+        raise ValueError("the reference's outer eye corners (points 36 and 45) coincide: not a face")
+    d = np.linalg.norm(a - b, axis=1) / iod * 100.0
+    return {g: float(d[list(idx)].mean()) for g, idx in IBUG68_GROUPS.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -421,6 +441,7 @@ class TripleScores:
     expression_error: float | None
     result_face_found: bool
     result_embedding: np.ndarray = field(repr=False, default=None)
+    landmark_errors: dict | None = None   # per part of the face, % of the outer-eye-corner distance
 
 
 class SwapJudge:
@@ -468,15 +489,16 @@ class SwapJudge:
         rank = None
         if self.gallery is not None:
             rank = self.gallery.rank(e_res, t.source_identity, exclude=[t.source_key, t.target_key])
-        pose = dyaw = dpitch = droll = expr = None
+        pose = dyaw = dpitch = droll = expr = parts = None
         if face is not None and face.landmarks68 is not None and t.target_face.landmarks68 is not None:
             p_res = head_pose(face.landmarks68, t.result.shape[:2])
             p_tgt = head_pose(t.target_face.landmarks68, t.target.shape[:2])
             d = np.abs(wrap_degrees(p_res - p_tgt))
             pose, (dyaw, dpitch, droll) = float(np.linalg.norm(d)), (float(v) for v in d)
             expr = expression_error(face.landmarks68, t.target_face.landmarks68)
+            parts = landmark_errors(face.landmarks68, t.target_face.landmarks68)
         return TripleScores(float(cosine(e_res, e_src)), float(cosine(e_res, e_tgt)), rank, pose, dyaw, dpitch,
-                            droll, expr, face is not None, e_res)
+                            droll, expr, face is not None, e_res, parts)
 
 
 def _mean_std(values) -> tuple[float | None, float | None]:
@@ -493,6 +515,10 @@ def summarise(scores: Sequence[TripleScores], real_embeddings: np.ndarray | None
     for k in ("id_cos_source", "id_cos_target", "pose_error", "yaw_error", "pitch_error", "roll_error",
               "expression_error"):
         out[k], out[k + "_std"] = _mean_std(getattr(s, k) for s in scores)
+    from dfs.faces.align import IBUG68_GROUPS
+    for g in IBUG68_GROUPS:                      # landmark_error_jaw, …: where the pose error comes from
+        out[f"landmark_error_{g}"], _ = _mean_std(s.landmark_errors[g] if s.landmark_errors else None
+                                                  for s in scores)
     ranks = [s.rank for s in scores if s.rank is not None]
     out["id_top1"] = float(np.mean([r < 1 for r in ranks])) if ranks else None
     out["id_top5"] = float(np.mean([r < 5 for r in ranks])) if ranks else None

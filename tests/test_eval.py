@@ -59,6 +59,9 @@ def test_eval_reference_rows_have_their_known_values(report):
     assert resampled["id_cos_source"] == pytest.approx(unchanged["id_cos_source"], abs=0.02)
     assert unchanged["pose_error"] == pytest.approx(0, abs=1e-9)
     assert unchanged["expression_error"] == pytest.approx(0, abs=1e-9)
+    assert all(unchanged[f"landmark_error_{g}"] == pytest.approx(0, abs=1e-9)
+               for g in ("jaw", "brows", "nose", "eyes", "mouth"))
+    assert rows["source pasted"]["landmark_error_jaw"] > resampled["landmark_error_jaw"] > 0
     assert unchanged["id_cos_target"] == pytest.approx(1, abs=1e-6)
     assert unchanged["seconds_per_swap"] is None and unchanged["psnr_self"] is None
     c = rows["classical"]

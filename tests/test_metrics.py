@@ -146,6 +146,20 @@ def test_expression_error_matches_scipy_procrustes():
     assert expected > 1.0
 
 
+def test_landmark_errors_locate_a_moved_part_without_alignment():
+    ref = _face_like_landmarks(4)                                   # outer eye corners 90 px apart
+    moved = ref.copy()
+    moved[48:68] += [0.0, 9.0]                                      # the mouth 9 px down: 10 % of 90 px
+    e = M.landmark_errors(moved, ref)
+    assert list(e) == ["jaw", "brows", "nose", "eyes", "mouth"]
+    assert e["mouth"] == pytest.approx(10.0) and max(e["jaw"], e["brows"], e["nose"], e["eyes"]) == 0
+    shifted = M.landmark_errors(ref + [4.5, 0.0], ref)             # a whole-face shift counts everywhere (5 %)
+    assert all(v == pytest.approx(5.0) for v in shifted.values())
+    assert M.expression_error(ref + [4.5, 0.0], ref) == pytest.approx(0, abs=1e-9)   # where NME sees nothing
+    with pytest.raises(ValueError, match=r"\(68, 2\)"):
+        M.landmark_errors(ref[:60], ref)
+
+
 def test_expression_error_grows_with_the_change():
     ref = _face_like_landmarks(3)
     errs = []

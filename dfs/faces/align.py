@@ -39,6 +39,9 @@ TEMPLATES = ("arcface", "ffhq")
 
 JAW = tuple(range(0, 17))
 BROWS = tuple(range(17, 27))
+# the iBUG 68-point layout's parts (dlib's predictor): the swap model's heatmap channels, the per-part errors
+IBUG68_GROUPS = {"jaw": JAW, "brows": BROWS, "nose": tuple(range(27, 36)), "eyes": tuple(range(36, 48)),
+                 "mouth": tuple(range(48, 68))}
 
 
 def _ibug68_mirror() -> tuple[int, ...]:

@@ -59,13 +59,11 @@ import torch.nn as nn
 
 from dfs.diffusion import (NoiseSchedule, ddim_sample, ddim_timesteps, extract, ilvr_refine, predict_eps_from_v,
                            predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v, q_sample, v_target)
-from dfs.faces.align import warp_affine
+from dfs.faces.align import IBUG68_GROUPS, warp_affine
 from dfs.latent import EmbeddingTokens, cfg_eps, drop_condition
 from dfs.swap.config import SwapConfig, check_compatible, check_ilvr, config_from_dict, load_config
 
-# landmark groups of the iBUG 68-point layout -> one heatmap channel each
-LANDMARK_GROUPS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
-                   "mouth": range(48, 68)}
+LANDMARK_GROUPS = IBUG68_GROUPS               # one heatmap channel per part of the iBUG 68-point layout
 CHIP_SIZE, CHIP_PADDING = 150, 0.25          # dlib's face-recognition chip
 
 
