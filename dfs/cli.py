@@ -162,7 +162,7 @@ def _held_out(text: str):
 
 
 ILVR_HELP = ("diffusion: keep the target's low-pass at 1/N of the crop size at every step (ILVR; N = 4 or 8 keeps its "
-             "pose and light; default 0: off)")
+             "coarse layout and light; default 0: off)")
 
 
 def build_parser() -> argparse.ArgumentParser:

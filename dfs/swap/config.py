@@ -16,8 +16,8 @@ from pathlib import Path
 
 PRESETS = ("quick", "full")
 MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
-                "plain_levels", "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma", "schedule", "T",
-                "prediction")
+                "plain_levels", "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma",
+                "schedule", "T", "prediction")
 
 
 @dataclass
@@ -123,7 +123,7 @@ def check_ilvr(factor: int, image_size: int) -> None:
     """ILVR's factor N: 0 (off) or a divisor of the crop size (the low-pass averages N×N blocks)."""
     if factor < 0 or (factor and image_size % factor):
         raise ValueError(f"ilvr must be 0 (off) or a divisor of the crop size {image_size} (the low-pass averages "
-                         f"N×N blocks: 4 or 8 keep the target's pose and light), got {factor}")
+                         f"N×N blocks: 4 or 8 keep the target's coarse layout and light), got {factor}")
 
 
 def resolve_path(p: str | os.PathLike) -> Path:

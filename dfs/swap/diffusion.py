@@ -323,7 +323,8 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
     SDEdit, Meng et al. 2022; diffusers' img2img ``strength``), which keeps the target's coarse layout (pose, light)
     and lets the identity tokens rewrite the detail.  ``ilvr`` = N > 0 refines every step towards the target's
     low-pass φ_N (ILVR, Choi et al. 2021; :func:`dfs.diffusion.ilvr_refine`): the swap keeps the target's
-    (S/N)×(S/N) structure (head position and pose, light) and the identity tokens write the detail above it."""
+    (S/N)×(S/N) structure (head position, light) and the identity tokens write the detail above it.  Measured
+    (README): at 32 px, N = 4 does not lower the pose error (4.00° vs 4.07°) and costs identity."""
     if guidance < 0 or id_guidance < 0:
         raise ValueError(f"guidance and id_guidance must be >= 0, got {guidance}, {id_guidance}")
     if not 0 < strength <= 1:
