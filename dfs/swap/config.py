@@ -172,9 +172,10 @@ def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> SwapC
     return load_yaml_config(name_or_path, PRESETS, preset_path, SwapConfig, overrides)
 
 
-def check_compatible(saved: dict, config: SwapConfig, where: str) -> None:
-    """Raise ValueError when a checkpoint's model settings differ from ``config``'s."""
-    want, default = config.model_dict(), SwapConfig().model_dict()   # a field newer than the checkpoint: default
+def check_compatible(saved: dict, config, where: str) -> None:
+    """Raise ValueError when a checkpoint's model settings differ from ``config``'s (a :class:`SwapConfig` or
+    FaceShifter's configuration); a field newer than the checkpoint counts as its default value."""
+    want, default = config.model_dict(), type(config)().model_dict()
     diff = {k: (saved.get(k, default[k]), want[k]) for k in want if saved.get(k, default[k]) != want[k]}
     if diff:
         what = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
