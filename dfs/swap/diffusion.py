@@ -344,18 +344,19 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
             if chip_M is None:
                 chip_M = chip_matrices(landmarks68)
             eps_fn = identity_guided(eps_fn, model, target, mask, embedding, chip_M.to(dev), id_guidance)
+    # one noise draw per sample (x_T, seeded per pair by DiffusionSwap): the start, SDEdit's start and ILVR's
+    # y_t' all use it, so a swap depends on its own seed only, not on the batch it was sampled in
+    noise = torch.randn(target.shape, generator=generator).to(dev) if x_T is None else x_T.to(dev)
     after_step = None
     if ilvr:
         def after_step(x, t_prev):
-            noise = torch.randn(target.shape, generator=generator).to(dev)
             return ilvr_refine(model.schedule, x, target, t_prev, ilvr, noise)
-    timesteps = None
+    timesteps, start = None, noise
     if strength < 1:
         k = max(1, math.ceil(strength * steps))
         timesteps = ddim_timesteps(model.schedule.T, steps)[steps - k:]
-        noise = torch.randn(target.shape, generator=generator).to(dev) if x_T is None else x_T.to(dev)
-        x_T = q_sample(model.schedule, target, timesteps[0], noise)
-    return ddim_sample(eps_fn, model.schedule, target.shape, steps, eta, generator, dev, clip_x0=1.0, x_T=x_T,
+        start = q_sample(model.schedule, target, timesteps[0], noise)
+    return ddim_sample(eps_fn, model.schedule, target.shape, steps, eta, generator, dev, clip_x0=1.0, x_T=start,
                        progress=progress, timesteps=timesteps, after_step=after_step)
 
 
