@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .swap.config import SamplerOptions
+
 
 def _reproduce(args) -> int:
     from .reproduce import NotebookFailed, reproduce
@@ -25,12 +27,10 @@ def _eval(args) -> int:
     from .faces.detect import FaceNotFoundError
     from .swap.diffusion import SwapOutOfMemory
 
-    options = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
-                                 ("id_guidance", args.id_guidance), ("strength", args.strength),
-                                 ("ilvr", args.ilvr)) if v is not None}
+    options = SamplerOptions.from_args(args).given()
     if options and args.method != "diffusion":
-        print(f"dfs eval: --steps/--guidance/--id-guidance/--strength/--ilvr apply to --method diffusion, not "
-              f"{args.method}", file=sys.stderr)
+        print(f"dfs eval: {SamplerOptions.flags(options)} apply to --method diffusion, not {args.method}",
+              file=sys.stderr)
         return 2
     if args.checkpoint is not None:
         if args.method not in ("diffusion", "faceshifter"):
@@ -47,7 +47,8 @@ def _eval(args) -> int:
         report = evaluate(args.method, data=args.data, pairs=args.pairs, seed=args.seed, out=args.out,
                           held_out=args.held_out, split_seed=args.split_seed,
                           max_per_identity=args.max_per_identity, self_pairs=args.self_pairs,
-                          progress=not args.no_progress, keep_examples=False, method_options=options)
+                          progress=not args.no_progress, keep_examples=False, method_options=options,
+                          compare=None if args.compare == "none" else args.compare)
     except (ValueError, FileNotFoundError, FaceNotFoundError, SwapOutOfMemory) as e:
         print(f"dfs eval: {e}", file=sys.stderr)
         return 2
@@ -104,6 +105,18 @@ def _train_faceshifter(args) -> int:
     return 0
 
 
+def _ship_weights(args) -> int:
+    from .swap.shipped import ship
+
+    try:
+        out = ship(args.model, args.checkpoint, time_log=args.time_log, eval_json=args.eval_json, note=args.note)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"dfs ship-weights: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 def _swap_method(args):
     from .swap import get_method
     from .swap.diffusion import DiffusionSwap
@@ -111,14 +124,11 @@ def _swap_method(args):
     if args.method == "diffusion":
         if args.no_hear:
             raise ValueError("--no-hear applies to --method faceshifter")
-        return DiffusionSwap(args.checkpoint, steps=args.steps, guidance=args.guidance,
-                             id_guidance=args.id_guidance, batch_size=args.batch_size, progress=True,
-                             strength=args.strength, ilvr=args.ilvr)
-    given = [f for f, v in (("--steps", args.steps), ("--guidance", args.guidance),
-                            ("--id-guidance", args.id_guidance), ("--strength", args.strength),
-                            ("--ilvr", args.ilvr)) if v is not None]
+        return DiffusionSwap(args.checkpoint, sampler=SamplerOptions.from_args(args), batch_size=args.batch_size,
+                             progress=True)
+    given = SamplerOptions.from_args(args).given()
     if given:
-        raise ValueError(f"{', '.join(given)} apply to --method diffusion, not {args.method}")
+        raise ValueError(f"{SamplerOptions.flags(given)} apply to --method diffusion, not {args.method}")
     if args.method == "faceshifter":
         from .swap.faceshifter import FaceShifterSwap
         return FaceShifterSwap(args.checkpoint, hear=not args.no_hear, batch_size=args.batch_size)
@@ -128,41 +138,51 @@ def _swap_method(args):
 
 
 def _swap(args) -> int:
-    from pathlib import Path
+    import warnings
 
     from .faces.detect import FaceNotFoundError
     from .faces.images import BadImageError
-    from .swap.diffusion import SwapOutOfMemory
-    from .swap.pipeline import SwapPipeline
+    from .swap.errors import SwapOutOfMemory
 
-    try:
-        pipe = SwapPipeline(_swap_method(args))
-        target = Path(args.target)
-        if target.is_dir():
-            out = Path(args.out)
-            if out.suffix.lower() == ".png":
-                raise ValueError(f"--target is a folder, so --out must be a folder, got {out}")
-            results = pipe.swap_many(args.source, target, seed=args.seed, errors="skip")
-            paths = [r.save(out / (Path(r.target.name).stem + ".png")) for r in results]
-            for name, why in pipe.skipped:
-                print(f"skipped {name}: {why}", file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            paths = _run_swap(args)
+        except (ValueError, FileNotFoundError, FaceNotFoundError, BadImageError, SwapOutOfMemory) as e:
+            paths, error = [], str(e)
         else:
-            paths = [pipe.swap(args.source, target, seed=args.seed).save(args.out)]
-    except (ValueError, FileNotFoundError, FaceNotFoundError, BadImageError, SwapOutOfMemory) as e:
-        print(f"dfs swap: {e}", file=sys.stderr)
+            error = None
+    for w in caught:       # which face of a crowded photo was used, which targets were skipped: one line each
+        if issubclass(w.category, UserWarning):
+            print(f"dfs swap: note: {w.message}", file=sys.stderr)
+    if error is not None:
+        print(f"dfs swap: {error}", file=sys.stderr)
         return 2
     for p in paths:
         print(f"wrote {p}")
     return 0
 
 
+def _run_swap(args) -> list:
+    """The swaps of ``dfs swap``: one target photo, or a folder of them (targets without a face are skipped)."""
+    from pathlib import Path
+
+    from .swap.pipeline import SwapPipeline
+
+    pipe, target = SwapPipeline(_swap_method(args)), Path(args.target)
+    if not target.is_dir():
+        return [pipe.swap(args.source, target, seed=args.seed, source_face=args.source_face,
+                          target_face=args.target_face).save(args.out)]
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        raise ValueError(f"--target is a folder, so --out must be a folder, got {out}")
+    results = pipe.swap_many(args.source, target, seed=args.seed, errors="skip")
+    return [r.save(out / (Path(r.target.name).stem + ".png")) for r in results]
+
+
 def _held_out(text: str):
     value = float(text)
     return int(value) if value >= 1 and value.is_integer() else value
-
-
-ILVR_HELP = ("diffusion: keep the target's low-pass at 1/N of the crop size at every step (ILVR; N = 4 or 8 keeps its "
-             "coarse layout and light; default 0: off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,12 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.add_argument("--checkpoint", default=None, help="diffusion or faceshifter: checkpoint (run or step folder)")
     e.add_argument("--no-hear", action="store_true", help="faceshifter: AEI-Net alone, without HEAR-Net")
-    e.add_argument("--steps", type=int, default=None, help="diffusion: DDIM steps")
-    e.add_argument("--guidance", type=float, default=None, help="diffusion: classifier-free guidance scale")
-    e.add_argument("--id-guidance", type=float, default=None, help="diffusion: identity-gradient guidance scale")
-    e.add_argument("--strength", type=float, default=None,
-                   help="diffusion: start from the target noised to this fraction of the steps (SDEdit; 1 = noise)")
-    e.add_argument("--ilvr", type=int, default=None, help=ILVR_HELP)
+    e.add_argument("--compare", default="classical", choices=sorted(METHODS) + ["none"],
+                   help="a method run on the same pairs, to which every row's paired differences are computed "
+                        "(default classical)")
+    SamplerOptions.add_arguments(e)
     e.set_defaults(func=_eval)
 
     t = sub.add_parser("train-swap", help="train a face-swap model (resumes from its checkpoints)")
@@ -210,23 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train_swap)
 
+    w = sub.add_parser("ship-weights", help="export a trained quick run as the weights that ship in dfs/weights/")
+    w.add_argument("--model", default="diffusion", choices=["diffusion", "faceshifter"])
+    w.add_argument("--checkpoint", required=True, help="the run folder (checkpoints/swap-quick, ...)")
+    w.add_argument("--time-log", default=None, help="the /usr/bin/time -v log of the training (wall time, memory)")
+    w.add_argument("--eval-json", default=None, help="a dfs eval JSON of this run, for the provenance file")
+    w.add_argument("--note", default="", help="a sentence for the provenance file")
+    w.set_defaults(func=_ship_weights)
+
     s = sub.add_parser("swap", help="put the source's face identity onto the target photo(s)")
     s.add_argument("--method", default="diffusion", choices=sorted(METHODS),
                    help="the swap method (default diffusion)")
     s.add_argument("--source", required=True, help="photo of the identity to use")
     s.add_argument("--target", required=True, help="a photo, or a folder of photos (swapped in batches)")
     s.add_argument("--out", required=True, help="output .png (a folder when --target is a folder)")
-    s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's, 25)")
-    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 2.0)")
-    s.add_argument("--id-guidance", type=float, default=None, help="identity-gradient guidance scale (default 0)")
-    s.add_argument("--strength", type=float, default=None,
-                   help="diffusion: start from the target noised to this fraction of the steps (SDEdit; default 1: "
-                        "from noise)")
-    s.add_argument("--ilvr", type=int, default=None, help=ILVR_HELP)
+    SamplerOptions.add_arguments(s)
     s.add_argument("--seed", type=int, default=0, help="seed of the first target (the i-th uses seed + i)")
+    s.add_argument("--source-face", type=int, default=None,
+                   help="in a source photo with several faces, the K-th largest (default 0: the largest)")
+    s.add_argument("--target-face", type=int, default=None,
+                   help="in a target photo with several faces, the K-th largest (default 0: the largest)")
     s.add_argument("--batch-size", type=int, default=8, help="targets per sampling batch (default 8)")
     s.add_argument("--checkpoint", default=None, help="checkpoint: a run folder or step folder (default: the "
-                   "quick preset's, checkpoints/swap-quick or checkpoints/faceshifter-quick)")
+                   "shipped quick model, dfs/weights/swap-quick or dfs/weights/faceshifter-quick)")
     s.add_argument("--no-hear", action="store_true", help="faceshifter: AEI-Net alone, without HEAR-Net")
     s.set_defaults(func=_swap)
     return p

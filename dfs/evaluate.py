@@ -19,7 +19,10 @@ What happens (``dfs eval --method classical --data DIR --pairs N --seed S`` runs
 6. PSNR / SSIM have a ground truth only when a face is swapped onto itself: for the first ``self_pairs`` targets the
    method swaps the target onto itself, compared with the photo inside the face mask;
 7. the ID-feature FD compares the results' identity features with the gallery's (real photos of the held-out
-   people); FID / KID only when torchmetrics' Inception weights load.
+   people); FID / KID only when torchmetrics' Inception weights load;
+8. uncertainty: every per-pair metric gets a 95 % percentile-bootstrap interval over the pairs
+   (:func:`dfs.metrics.intervals`), and every row its paired difference to the ``compare`` row (default: the
+   classical swap, run on the same pairs) with its interval (:func:`dfs.metrics.paired_differences`).
 """
 from __future__ import annotations
 
@@ -31,13 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dfs.metrics import SwapJudge, Triple, inception_fid_kid, inception_status, psnr, ssim, summarise
+from dfs.data.faces import load_faces
+from dfs.metrics import (SwapJudge, Triple, inception_fid_kid, inception_status, intervals, paired_differences, psnr,
+                         ssim, summarise)
 
 REFERENCE_ROWS = ("source pasted", "target resampled", "target unchanged")
 
-COLUMNS = [  # (summary key, header, format)
+COLUMNS = [  # (summary key, header, format); metrics with a bootstrap interval show it as [low, high]
     ("id_top1", "ID top-1 ↑", "{:.0%}"),
     ("id_top5", "ID top-5 ↑", "{:.0%}"),
+    ("face_found", "face found ↑", "{:.0%}"),
     ("id_cos_source", "ID cos to source ↑", "{:.3f}"),
     ("id_cos_target", "ID cos to target", "{:.3f}"),
     ("pose_error", "pose error (°) ↓", "{:.2f}"),
@@ -56,21 +62,6 @@ class EvalReport:
     table: str                             # markdown
     examples: list = field(default_factory=list, repr=False)   # per pair: {"source", "target", row: image}
     files: list = field(default_factory=list)
-
-
-def load_faces(data: str | os.PathLike | None = None):
-    """The labelled photos in ``data`` (default ``dfs.paths.data_dir()``): LFW's layout when ``lfw_home/`` is
-    there, else a folder-per-identity tree."""
-    from dfs.data.faces import folder_dataset, lfw_dataset
-    from dfs.paths import data_dir
-
-    root = Path(data) if data is not None else data_dir()
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder: --data must be a folder-per-identity tree of photos or a "
-                                "folder holding LFW's lfw_home/ (set DFS_DATA or pass --data)")
-    if (root / "lfw_home" / "lfw_funneled").is_dir():
-        return lfw_dataset(root)
-    return folder_dataset(root)
 
 
 def sample_pairs(photos: dict[str, list[str]], n: int, seed: int) -> list[tuple[str, str]]:
@@ -121,14 +112,39 @@ def _fmt(v, f: str) -> str:
     return f.format(v)
 
 
+INTERVAL_COLUMNS = ("id_top1", "id_cos_source", "pose_error", "expression_error")
+
+
 def markdown_table(summary: dict) -> str:
-    """The rows of a summary as a markdown table, plus what the numbers are measured on."""
-    rows = summary["rows"]
+    """The rows of a summary as a markdown table (95 % bootstrap intervals in brackets), the paired differences to
+    the comparison row, and what the numbers are measured on."""
+    rows, ci = summary["rows"], summary.get("intervals", {})
     cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows.values())]
     lines = ["| method | " + " | ".join(h for _, h, _ in cols) + " |",
              "|---|" + "---|" * len(cols)]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")
+
+    def cell(name, k, f):
+        v, iv = rows[name].get(k), ci.get(name, {}).get(k)
+        if v is None or iv is None or k not in INTERVAL_COLUMNS:
+            return _fmt(v, f)
+        return f"{_fmt(v, f)} [{_fmt(iv[0], f)}, {_fmt(iv[1], f)}]"
+
+    for name in rows:
+        lines.append(f"| {name} | " + " | ".join(cell(name, k, f) for k, _, f in cols) + " |")
+    diffs, ref = summary.get("differences", {}), summary.get("compare")
+    if diffs:
+        fmt = dict((k, f) for k, _, f in COLUMNS)
+        heads = [k for k in ("id_top1", "id_cos_source", "pose_error", "expression_error", "face_found")
+                 if any(k in d for d in diffs.values())]
+        lines += ["", f"Paired differences to **{ref}** on the same pairs (mean [95 % bootstrap interval]):", "",
+                  "| method | " + " | ".join(dict((k, h) for k, h, _ in COLUMNS)[k] for k in heads) + " |",
+                  "|---|" + "---|" * len(heads)]
+        for name, d in diffs.items():
+            f = {k: ("{:+.0%}" if fmt[k].endswith("%}") else "{:+.3f}" if "3f" in fmt[k] else "{:+.2f}")
+                 for k in heads}
+            lines.append(f"| {name} | " + " | ".join(
+                "–" if k not in d else f"{f[k].format(d[k]['mean'])} [{f[k].format(d[k]['low'])}, "
+                f"{f[k].format(d[k]['high'])}]" for k in heads) + " |")
     s = summary["settings"]
     notes = [
         f"{summary['n_pairs']} pairs (source ≠ target person) drawn with seed {s['seed']} from "
@@ -150,9 +166,12 @@ def markdown_table(summary: dict) -> str:
 def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: int = 20, seed: int = 0,
              out: str | os.PathLike | None = None, held_out: float | int = 0.2, split_seed: int = 0,
              max_per_identity: int = 10, self_pairs: int | None = None, encoder=None, analyzer=None,
-             method_options: dict | None = None, progress: bool = True, keep_examples: bool = True) -> EvalReport:
+             method_options: dict | None = None, progress: bool = True, keep_examples: bool = True,
+             compare: str | None = "classical", n_boot: int = 2000) -> EvalReport:
     """Evaluate a swap method (a registered name or a :class:`~dfs.swap.pipeline.SwapMethod`); see the module
-    docstring.  ``out``: a folder for ``eval_<method>_n<pairs>_s<seed>.json`` and ``.md`` (None: no files)."""
+    docstring.  ``out``: a folder for ``eval_<method>_n<pairs>_s<seed>.json`` and ``.md`` (None: no files).
+    ``compare``: a registered method run on the same pairs as a row of its own, against which every row's paired
+    differences are computed (None: no comparison row, no differences)."""
     from tqdm.auto import tqdm
 
     from dfs.device import describe_device
@@ -208,18 +227,28 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
     per_pair: dict[str, list] = {}
     results_by_row: dict[str, list[np.ndarray]] = {}
     references = dict(zip(REFERENCE_ROWS, (pasted, resampled, None)))
-    runs = [(swap_method.name, pipe)] + [(n, p) for n, p in references.items() if n != swap_method.name]
+    runs = [(swap_method.name, pipe)]
+    if compare and compare != swap_method.name:
+        runs.append((compare, SwapPipeline(get_method(compare), analyzer=analyzer)))
+    runs += [(n, p) for n, p in references.items() if n != swap_method.name]
+    scores_by_row: dict[str, list] = {}
     for name, p in runs:
         if p is None:
             images, secs = [t.image for t in targets], [0.0] * len(targets)
         else:
-            p.run(sources[:1], targets[:1], seed=seed)  # warm-up (imports, first-call set-up): not timed
-            res = p.run(sources, targets, seed=seed)
+            src, tgt = sources, targets
+            if (p.crop_size, p.template) != (pipe.crop_size, pipe.template):   # the comparison method's own crops
+                again = {k: p.align(detected[k][1], name=k, face=detected[k][2]) for k in {k for q in chosen for k in q}}
+                src, tgt = [again[s] for s, _ in chosen], [again[t] for _, t in chosen]
+            p.run(src[:1], tgt[:1], seed=seed)  # warm-up (imports, first-call set-up): not timed
+            res = p.run(src, tgt, seed=seed)
             images, secs = [r.image for r in res], [r.seconds for r in res]
         scores = [judge.triple(Triple(s.image, t.image, im, s.face, t.face, detected[sk][0], sk, tk,
                                       detected[tk][0]))
                   for (sk, tk), s, t, im in zip(chosen, sources, targets, images)]
         row = summarise(scores, real_embeddings=emb)
+        row["face_found"] = float(np.mean([s.result_face_found for s in scores]))
+        scores_by_row[name] = scores
         row["seconds_per_swap"] = float(np.mean(secs)) if p is not None else None
         row["psnr_self"] = row["ssim_self"] = None
         if p is pipe and self_pairs:
@@ -248,6 +277,10 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
         "detect_seconds_per_photo": detect_seconds,
         "inception": {"available": ok, "reason": reason},
         "rows": rows,
+        "intervals": {n: intervals(sc, n_boot=n_boot, seed=seed) for n, sc in scores_by_row.items()},
+        "compare": compare if compare in scores_by_row else None,
+        "differences": ({n: paired_differences(sc, scores_by_row[compare], n_boot=n_boot, seed=seed)
+                         for n, sc in scores_by_row.items() if n != compare} if compare in scores_by_row else {}),
         "per_pair": per_pair,
     }
     report = EvalReport(summary, markdown_table(summary))

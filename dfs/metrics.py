@@ -35,6 +35,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from dfs.faces.identity_chips import FaceEmbedder  # noqa: F401  (judging and swapping embed alike)
+
 # ---------------------------------------------------------------------------------------------------------------
 # head pose from 68 landmarks
 
@@ -359,57 +361,6 @@ def inception_fid_kid(real: Sequence[np.ndarray], fake: Sequence[np.ndarray]) ->
 # faces -> identity vectors
 
 
-class FaceEmbedder:
-    """(photo, detected face) -> unit identity vector, for any :class:`~dfs.faces.identity.IdentityEncoder`.
-
-    dlib's ResNet gets the chip it was trained on (``dlib.get_face_chip(photo, dlib5, 150, 0.25)``, cut by
-    :meth:`dfs.faces.dlib_chips.dlib_chip`); other encoders (ArcFace) get a crop aligned to the ArcFace
-    template at their input size."""
-
-    def __init__(self, encoder=None):
-        from dfs.faces.dlib_chips import DlibEmbedder
-        from dfs.faces.identity import DlibResNetEncoder
-        self.encoder = encoder if encoder is not None else DlibResNetEncoder()
-        self.is_dlib = isinstance(self.encoder, DlibResNetEncoder)
-        self._dlib = DlibEmbedder(self.encoder) if self.is_dlib else None
-        self.name = type(self.encoder).__name__
-
-    def crop(self, image: np.ndarray, face) -> np.ndarray:
-        if self.is_dlib:
-            return self._dlib.chip(np.ascontiguousarray(image), face)
-        from dfs.faces.align import alignment_matrix, warp_image
-        size = self.encoder.input_size
-        return warp_image(image, alignment_matrix(face.landmarks5, "arcface", size), size)
-
-    def __call__(self, items: Sequence[tuple[np.ndarray, object]], batch: int = 32) -> np.ndarray:
-        """(N, D) unit vectors for a list of (photo, face)."""
-        crops = [self.crop(im, f) for im, f in items]
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(crops), batch):
-                x = torch.from_numpy(np.stack(crops[i:i + batch])).permute(0, 3, 1, 2)
-                out.append(self.encoder.embed(x).cpu().numpy().astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, getattr(self.encoder, "dim", 128)))
-
-    def embed_paths(self, paths, analyzer=None, progress: bool = False) -> tuple[dict, list]:
-        """Detect the largest face of each photo file and embed it: ({path: (D,) unit vector}, [paths where no face
-        was found or the file is unreadable])."""
-        from tqdm.auto import tqdm
-
-        from dfs.faces.detect import FaceAnalyzer, FaceNotFoundError
-        from dfs.faces.images import BadImageError, load_image
-        analyzer = analyzer or FaceAnalyzer()
-        items, found, missing = [], [], []
-        for p in tqdm(list(paths), desc="detect + embed", disable=not progress):
-            try:
-                image = load_image(p)
-                items.append((image, analyzer.largest(image, name=str(p))))
-                found.append(p)
-            except (FaceNotFoundError, BadImageError):
-                missing.append(p)
-        return dict(zip(found, self(items))), missing
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the protocol
 
@@ -525,4 +476,61 @@ def summarise(scores: Sequence[TripleScores], real_embeddings: np.ndarray | None
     out["id_feature_fd"] = None
     if real_embeddings is not None and len(scores) >= 2:
         out["id_feature_fd"] = frechet_distance(np.stack([s.result_embedding for s in scores]), real_embeddings)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# uncertainty over pairs: percentile bootstrap intervals and paired differences
+
+# the per-pair value behind each summary metric (None: not defined for that pair, e.g. no face in the result)
+PER_PAIR = {
+    "id_top1": lambda s: None if s.rank is None else float(s.rank < 1),
+    "id_top5": lambda s: None if s.rank is None else float(s.rank < 5),
+    "id_cos_source": lambda s: s.id_cos_source,
+    "id_cos_target": lambda s: s.id_cos_target,
+    "pose_error": lambda s: s.pose_error,
+    "expression_error": lambda s: s.expression_error,
+    "face_found": lambda s: float(s.result_face_found),
+}
+
+
+def bootstrap_interval(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of ``values`` (Efron & Tibshirani 1993, §13.3): resample the
+    n values with replacement ``n_boot`` times and take the (1 − level)/2 and (1 + level)/2 quantiles of the
+    resampled means.  ``None`` values are dropped first."""
+    v = np.asarray([x for x in values if x is not None], np.float64)
+    if len(v) == 0:
+        raise ValueError("no values to bootstrap")
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"level must be in (0, 1) and n_boot >= 1, got {level}, {n_boot}")
+    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
+    means = v[idx].mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def intervals(scores: Sequence[TripleScores], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """{metric: [low, high]} bootstrap intervals (over pairs) of every metric of ``PER_PAIR`` that has values."""
+    out = {}
+    for k, f in PER_PAIR.items():
+        v = [f(s) for s in scores]
+        if any(x is not None for x in v):
+            out[k] = list(bootstrap_interval(v, n_boot, level, seed))
+    return out
+
+
+def paired_differences(scores: Sequence[TripleScores], reference: Sequence[TripleScores], n_boot: int = 2000,
+                       level: float = 0.95, seed: int = 0) -> dict:
+    """{metric: {"mean", "low", "high", "n"}}: the mean over pairs of (row − reference) on the same pairs, with its
+    percentile bootstrap interval; a pair counts where both values exist (e.g. a face was found in both results).
+    An interval that excludes 0 says the difference is larger than the pair-to-pair noise of this sample."""
+    if len(scores) != len(reference):
+        raise ValueError(f"paired differences need the same pairs: {len(scores)} vs {len(reference)} scores")
+    out = {}
+    for k, f in PER_PAIR.items():
+        d = [None if f(a) is None or f(b) is None else f(a) - f(b) for a, b in zip(scores, reference)]
+        kept = [x for x in d if x is not None]
+        if kept:
+            lo, hi = bootstrap_interval(kept, n_boot, level, seed)
+            out[k] = {"mean": float(np.mean(kept)), "low": lo, "high": hi, "n": len(kept)}
     return out

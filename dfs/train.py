@@ -409,3 +409,43 @@ def load_weights(model: torch.nn.Module, checkpoint: str | Path, ema: bool = Tru
         raise FileNotFoundError(f"no weights at {p}")
     _load_weights(model, p)
     return model
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | None = None,
+                   dtype: torch.dtype = torch.float16) -> Path:
+    """Ship a checkpoint folder as a small read-only one that every loader of this module accepts: its EMA weights
+    (its model weights when it has no EMA) as ``out/ema.safetensors``, floating-point *parameters* cast to
+    ``dtype`` (buffers such as normalisation statistics stay float32), its ``state.json`` without optimiser state,
+    and ``provenance.json`` (what made it: command, commit, data, wall time, losses, evaluation).  Written
+    atomically; returns ``out``."""
+    from safetensors.torch import load_file, save_file
+
+    src = Path(checkpoint)
+    state_file = src / "state.json"
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{src} is not a dfs checkpoint folder (no state.json)")
+    weights = src / ("ema.safetensors" if (src / "ema.safetensors").exists() else "model.safetensors")
+    tensors = load_file(str(weights))
+    state = json.loads(state_file.read_text())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-incomplete-"))
+    try:
+        cast = {k: (v.to(dtype) if v.is_floating_point() and not _is_statistic(k) else v).contiguous()
+                for k, v in tensors.items()}
+        save_file(cast, str(tmp / "ema.safetensors"), metadata={"source": str(weights.name), "dtype": str(dtype)})
+        (tmp / "state.json").write_text(json.dumps({"step": state["step"], "history": state["history"],
+                                                    "config": state["config"]}, indent=1))
+        (tmp / "provenance.json").write_text(json.dumps(provenance or {}, indent=1, default=str) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _is_statistic(key: str) -> bool:
+    """Buffers kept in float32 when shipping: normalisation running statistics and dfs' identity standardisation."""
+    return key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "id_mean", "id_std")

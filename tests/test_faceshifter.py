@@ -62,7 +62,7 @@ def checkpoint(tmp_path_factory, data):
 
 def test_presets_load_and_the_full_one_has_the_papers_widths():
     q, f = load_config("quick"), load_config("full")
-    assert q.image_size == 32 and f.image_size == 256 and f.mixed_precision == "bf16"
+    assert q.image_size == 64 and f.image_size == 256 and f.mixed_precision == "bf16"
     assert f.enc_channels == (32, 64, 128, 256, 512, 1024, 1024)
     assert f.gen_channels == (1024, 1024, 1024, 512, 256, 128, 64)
     # z_att^1 ... z_att^8 of the paper's attributes encoder: 1024, 2048, 1024, 512, 256, 128, 64, 64
@@ -381,8 +381,14 @@ def test_cli_eval_with_faceshifter_and_option_errors(tmp_path, checkpoint, capsy
                "--no-progress"])
     assert rc == 0
     summary = json.loads((tmp_path / "eval_faceshifter_n2_s0.json").read_text())
-    assert list(summary["rows"]) == ["faceshifter", "source pasted", "target resampled", "target unchanged"]
+    assert list(summary["rows"]) == ["faceshifter", "classical", "source pasted", "target resampled",
+                                     "target unchanged"]
     assert summary["settings"]["crop_size"] == 32 and summary["rows"]["faceshifter"]["seconds_per_swap"] > 0
+    # every row is compared with the classical swap on the same pairs, and the classical row works on its own crops
+    assert summary["compare"] == "classical" and "classical" not in summary["differences"]
+    assert set(summary["differences"]) == {"faceshifter", "source pasted", "target resampled", "target unchanged"}
+    d = summary["differences"]["target unchanged"]["id_cos_source"]
+    assert d["low"] <= d["mean"] <= d["high"] and d["n"] == 2
     capsys.readouterr()
     assert main(["eval", "--method", "classical", "--checkpoint", str(checkpoint)]) == 2
     assert "--checkpoint applies to --method diffusion or faceshifter" in capsys.readouterr().err

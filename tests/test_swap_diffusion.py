@@ -111,7 +111,7 @@ def test_conditioning_shapes_and_masked_target(aligned):
     m = D.SwapDiffusion(cfg)
     assert m.unet.config.in_channels == 3 + D.condition_channels() == 12
     assert m.unet.config.cross_attention_dim == cfg.token_dim
-    tgt = D._to_unit(np.stack([a.crop for a in aligned[:2]]))
+    tgt = D.to_unit(np.stack([a.crop for a in aligned[:2]]))
     mask = torch.from_numpy(np.stack([a.mask for a in aligned[:2]]))[:, None]
     lm = torch.from_numpy(np.stack([a.landmarks68 for a in aligned[:2]])).float()
     c = m.condition(tgt, mask, lm)
@@ -421,10 +421,10 @@ def test_pipeline_swap_pastes_back_outside_the_mask_and_writes_metadata(tmp_path
 def test_identity_guidance_raises_identity_cosine(checkpoint, aligned):
     """With an untrained model the identity gradient alone must move ID(x̂_0) towards the source."""
     model, _, _ = D.load_swap_model(checkpoint)
-    tgt = D._to_unit(np.stack([aligned[3].crop]))
+    tgt = D.to_unit(np.stack([aligned[3].crop]))
     mask = torch.from_numpy(aligned[3].mask)[None, None]
     lm = torch.from_numpy(aligned[3].landmarks68)[None].float()
-    src = D.identity_of_crops(D._to_unit(aligned[0].crop[None]), D.chip_matrices(aligned[0].landmarks68[None]))
+    src = D.identity_of_crops(D.to_unit(aligned[0].crop[None]), D.chip_matrices(aligned[0].landmarks68[None]))
     x_T = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     cos = []
     for g in (0.0, 50.0):

@@ -248,6 +248,18 @@ def lfw_pairs(subset: str = "10_folds", data_home: str | os.PathLike | None = No
                            **kwargs)
 
 
+def load_faces(data: str | os.PathLike | None = None):
+    """The labelled photos in ``data`` (default ``dfs.paths.data_dir()``): LFW's layout when ``lfw_home/`` is
+    there, else a folder-per-identity tree."""
+    root = Path(data) if data is not None else data_dir()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder: --data must be a folder-per-identity tree of photos or a "
+                                "folder holding LFW's lfw_home/ (set DFS_DATA or pass --data)")
+    if (root / "lfw_home" / "lfw_funneled").is_dir():
+        return lfw_dataset(root)
+    return folder_dataset(root)
+
+
 @dataclass(frozen=True)
 class FacePair:
     a: Path

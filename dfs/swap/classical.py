@@ -140,6 +140,24 @@ def hull_mask(landmarks68, size: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
+def warp_source_onto_target(source_crop: np.ndarray, source_landmarks68, target_crop: np.ndarray,
+                            target_landmarks68, colour: bool = True) -> np.ndarray:
+    """Steps 1-3 of the module docstring: the source crop warped piecewise-affinely so that its 68 landmarks (plus
+    the crop's border points) land on the target's, then (``colour``) colour-matched to the target inside the hull
+    of the target's jaw and brows.  (S, S, 3) uint8 crops of one size in, (S, S, 3) uint8 out.  The diffusion swap
+    takes this image as its pixel reference of the source (``dfs.swap.diffusion``)."""
+    if source_crop.shape != target_crop.shape:
+        raise ValueError(f"source and target crops differ in size: {source_crop.shape} vs {target_crop.shape}")
+    S = target_crop.shape[0]
+    border = border_points(S)
+    src = np.concatenate([np.asarray(source_landmarks68, np.float64), border])
+    dst = np.concatenate([np.asarray(target_landmarks68, np.float64), border])
+    warped, _ = piecewise_affine_warp(source_crop, src, dst)
+    if colour:
+        warped = colour_transfer(warped, target_crop, hull_mask(target_landmarks68, S))
+    return warped
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the method
 
@@ -163,15 +181,9 @@ class ClassicalSwap:
     def swap_one(self, source, target) -> np.ndarray:
         """One pair of :class:`~dfs.swap.pipeline.AlignedFace` -> the swapped (S, S, 3) uint8 crop."""
         S = target.crop.shape[0]
-        if source.crop.shape != target.crop.shape:
-            raise ValueError(f"source and target crops differ in size: {source.crop.shape} vs {target.crop.shape}")
-        border = border_points(S)
-        src = np.concatenate([source.landmarks68, border])
-        dst = np.concatenate([target.landmarks68, border])
-        warped, _ = piecewise_affine_warp(source.crop, src, dst)
+        warped = warp_source_onto_target(source.crop, source.landmarks68, target.crop, target.landmarks68,
+                                         colour=self.colour)
         region = hull_mask(target.landmarks68, S)
-        if self.colour:
-            warped = colour_transfer(warped, target.crop, region)
         if self.blend == "poisson":
             return poisson_blend(warped, target.crop, region)
         r = region[..., None]

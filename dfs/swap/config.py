@@ -11,13 +11,13 @@ loaded into this configuration (``check_compatible``).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 PRESETS = ("quick", "full")
 MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
                 "plain_levels", "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma",
-                "schedule", "T", "prediction")
+                "schedule", "T", "prediction", "source_pixels")
 
 
 @dataclass
@@ -38,6 +38,9 @@ class SwapConfig:
     schedule: str = "cosine"               # dfs.diffusion schedule name
     T: int = 1000
     prediction: str = "v"                  # what the U-Net outputs: "eps" (ε), "v" (√ᾱ ε − √(1−ᾱ) x_0) or "x0"
+    source_pixels: bool = False            # also condition on the source's pixels: its crop warped onto the
+                                           # target's landmarks and colour-matched (3 more input channels);
+                                           # False: the identity tokens alone carry the source (the ablation)
     # -- the losses ---------------------------------------------------------------------------------------------
     p_uncond: float = 0.1                  # identity tokens -> null tokens with this probability (CFG)
     id_weight: float = 0.1                 # lambda_id of the identity loss (0 turns it off)
@@ -49,6 +52,9 @@ class SwapConfig:
     split_seed: int = 0
     max_per_identity: int = 30
     flip: bool = True                      # mirror training targets left-right with probability 1/2
+    warp_jitter: float = 0.01              # source_pixels: landmark noise before the training warp, fraction of S
+    colour_jitter: float = 0.05            # source_pixels: per-channel gain / offset noise on the training warp
+    blur_prob: float = 0.3                 # source_pixels: probability of a Gaussian blur of the training warp
     cache_dir: str | None = None           # aligned-crop cache (None: <user cache>/swap_faces_<S>_<template>)
     steps: int = 600
     batch_size: int = 8
@@ -95,6 +101,9 @@ class SwapConfig:
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         check_ilvr(self.ilvr, self.image_size)
+        if self.warp_jitter < 0 or self.colour_jitter < 0 or not 0 <= self.blur_prob <= 1:
+            raise ValueError(f"warp_jitter and colour_jitter must be >= 0 and blur_prob in [0, 1], got "
+                             f"{self.warp_jitter}, {self.colour_jitter}, {self.blur_prob}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
 
@@ -117,6 +126,63 @@ class SwapConfig:
             return resolve_path(self.cache_dir)
         from dfs.faces.identity import cache_dir
         return cache_dir() / f"swap_faces_{self.image_size}_{self.template}"
+
+
+@dataclass
+class SamplerOptions:
+    """The diffusion swap's sampler options: the one place they are defined.  ``None`` means "the checkpoint's
+    default" (its configuration's ``sample_steps``, ``guidance``, ``id_guidance``, ``strength``, ``ilvr``).  The
+    CLI flags of ``dfs swap`` and ``dfs eval`` are generated from these fields (:meth:`add_arguments`)."""
+
+    steps: int | None = field(default=None, metadata={"help": "DDIM steps (default: the checkpoint's, 25)"})
+    guidance: float | None = field(default=None, metadata={
+        "help": "classifier-free guidance scale s (1: the conditional model; default: the checkpoint's, 2.0)"})
+    id_guidance: float | None = field(default=None, metadata={
+        "help": "identity-gradient guidance scale (slow; it optimises the network the metrics use; default 0)"})
+    strength: float | None = field(default=None, metadata={
+        "help": "start from the target noised to this fraction of the steps (SDEdit; default 1: from noise)"})
+    ilvr: int | None = field(default=None, metadata={
+        "help": "keep the target's low-pass at 1/N of the crop size at every step (ILVR; N = 4 or 8 keeps its "
+                "coarse layout and light; default 0: off)"})
+
+    # the SwapConfig field holding each option's default
+    CONFIG_FIELDS = {"steps": "sample_steps", "guidance": "guidance", "id_guidance": "id_guidance",
+                     "strength": "strength", "ilvr": "ilvr"}
+
+    def given(self) -> dict:
+        """The options set (not None)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def resolve(self, config: SwapConfig) -> "SamplerOptions":
+        """Every None replaced by ``config``'s default, then checked against the model: steps in [1, T], guidance
+        scales >= 0, strength in (0, 1], ilvr 0 or a divisor of the crop size."""
+        o = replace(self, **{k: getattr(config, c) for k, c in self.CONFIG_FIELDS.items() if getattr(self, k) is None})
+        o.steps, o.guidance, o.id_guidance = int(o.steps), float(o.guidance), float(o.id_guidance)
+        o.strength, o.ilvr = float(o.strength), int(o.ilvr)
+        if not 1 <= o.steps <= config.T:
+            raise ValueError(f"steps must be in [1, {config.T}], got {o.steps}")
+        if o.guidance < 0 or o.id_guidance < 0:
+            raise ValueError(f"guidance and id_guidance must be >= 0, got {o.guidance}, {o.id_guidance}")
+        if not 0 < o.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {o.strength}")
+        check_ilvr(o.ilvr, config.image_size)
+        return o
+
+    @classmethod
+    def add_arguments(cls, parser, prefix: str = "diffusion: ") -> None:
+        """One ``--name`` flag per field (underscores as dashes), typed and documented from the field."""
+        for f in fields(cls):
+            kind = {"int | None": int, "float | None": float}[str(f.type)]
+            parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                                help=prefix + f.metadata["help"])
+
+    @classmethod
+    def from_args(cls, args) -> "SamplerOptions":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    @staticmethod
+    def flags(names) -> str:
+        return ", ".join("--" + n.replace("_", "-") for n in names)
 
 
 def check_ilvr(factor: int, image_size: int) -> None:

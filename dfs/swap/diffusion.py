@@ -59,21 +59,17 @@ import torch.nn as nn
 
 from dfs.diffusion import (NoiseSchedule, ddim_sample, ddim_timesteps, extract, ilvr_refine, predict_eps_from_v,
                            predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v, q_sample, v_target)
-from dfs.faces.align import IBUG68_GROUPS, warp_affine
+from dfs.faces.align import IBUG68_GROUPS
+from dfs.faces.identity_chips import (CHIP_PADDING, CHIP_SIZE, FaceEmbedder, chip_matrices, chip_matrix,  # noqa: F401
+                                      identity_encoder, identity_of_crops)
 from dfs.latent import EmbeddingTokens, cfg_eps, drop_condition
-from dfs.swap.config import SwapConfig, check_compatible, check_ilvr, config_from_dict, load_config
+from dfs.swap.config import SamplerOptions, SwapConfig, check_compatible, config_from_dict, load_config
+from dfs.swap.data import (SwapData, cross_pairs, identity_cosines, prepare_training_data,  # noqa: F401
+                           to_uint8, to_unit, warped_references)
+from dfs.swap.errors import SwapOutOfMemory, oom_message
+from dfs.swap.shipped import shipped_checkpoint
 
 LANDMARK_GROUPS = IBUG68_GROUPS               # one heatmap channel per part of the iBUG 68-point layout
-CHIP_SIZE, CHIP_PADDING = 150, 0.25          # dlib's face-recognition chip
-
-
-class SwapOutOfMemory(RuntimeError):
-    """The device ran out of memory while training or sampling."""
-
-
-def _oom_message(what: str, exc: BaseException) -> str:
-    return (f"out of memory while {what} ({str(exc).splitlines()[0][:160]}); use fewer sampling steps or a smaller "
-            "batch (--batch-size / batch_size), a smaller image_size, or the CPU (DFS_DEVICE=cpu)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,57 +91,9 @@ def landmark_heatmaps(landmarks68: torch.Tensor, size: int, sigma: float) -> tor
     return torch.stack([g[:, list(idx)].amax(1) for idx in LANDMARK_GROUPS.values()], 1)
 
 
-def condition_channels() -> int:
-    """Channels of c: masked target (3) + mask (1) + heatmaps (5)."""
-    return 3 + 1 + len(LANDMARK_GROUPS)
-
-
-def chip_matrix(landmarks68, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
-    """The (2, 3) map from the image the landmarks live in to dlib's face chip (``dlib.get_face_chip`` geometry:
-    ``get_face_chip_details`` on the 68 points; the chip's corners are the detail rectangle's corners rotated by
-    its angle about its centre, dlib's ``get_mapping_to_chip``)."""
-    import cv2
-    import dlib
-
-    lm = np.asarray(landmarks68, np.float64)
-    if lm.shape != (68, 2):
-        raise ValueError(f"landmarks68 must be (68, 2), got {lm.shape}")
-    k = 16.0  # dlib points are integers: scale by k (1/16-pixel precision), undo it on the matrix below
-    pts = np.round(lm * k)
-    x0, y0 = pts.min(0)
-    x1, y1 = pts.max(0)
-    rect = dlib.rectangle(int(x0), int(y0), int(x1), int(y1))
-    det = dlib.full_object_detection(rect, [dlib.point(int(x), int(y)) for x, y in pts])
-    d = dlib.get_face_chip_details(det, size, padding)
-    c = np.array([(d.rect.left() + d.rect.right()) / 2, (d.rect.top() + d.rect.bottom()) / 2])
-    R = np.array([[math.cos(d.angle), -math.sin(d.angle)], [math.sin(d.angle), math.cos(d.angle)]])
-    corners = np.array([[d.rect.left(), d.rect.top()], [d.rect.right(), d.rect.top()],
-                        [d.rect.right(), d.rect.bottom()]], np.float64)
-    src = (corners - c) @ R.T + c
-    dst = np.array([[0, 0], [d.cols - 1, 0], [d.cols - 1, d.rows - 1]], np.float64)
-    A = cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
-    return A @ np.diag([k, k, 1.0])
-
-
-def chip_matrices(landmarks68) -> torch.Tensor:
-    """(B, 68, 2) -> (B, 2, 3) float32 crop -> chip matrices."""
-    lm = np.asarray(torch.as_tensor(landmarks68).detach().cpu(), np.float64)
-    return torch.from_numpy(np.stack([chip_matrix(p) for p in lm])).float()
-
-
-@functools.lru_cache(maxsize=4)
-def identity_encoder(device: str = "cpu"):
-    """dlib's ResNet (frozen, differentiable in its input) on ``device``, loaded once per process."""
-    from dfs.faces.identity import DlibResNetEncoder
-    return DlibResNetEncoder().to(device)
-
-
-def identity_of_crops(x: torch.Tensor, chip_M: torch.Tensor, encoder=None) -> torch.Tensor:
-    """ID(x): unit identity vectors (B, 128) of crops ``x`` in [−1, 1], through the chips ``chip_M`` (B, 2, 3)
-    cut differentiably (``warp_affine``)."""
-    enc = encoder if encoder is not None else identity_encoder(str(x.device))
-    chips = warp_affine(((x.float() + 1) / 2).clamp(0, 1), chip_M.to(x.device), CHIP_SIZE, padding_mode="border")
-    return enc.embed(chips.clamp(0, 1))
+def condition_channels(source_pixels: bool = False) -> int:
+    """Channels of c: masked target (3) + mask (1) + heatmaps (5), + the warped source (3) with ``source_pixels``."""
+    return 3 + 1 + len(LANDMARK_GROUPS) + (3 if source_pixels else 0)
 
 
 def id_loss_weight(sched: NoiseSchedule, t: torch.Tensor, t_max: int) -> torch.Tensor:
@@ -169,7 +117,7 @@ def build_swap_unet(cfg: SwapConfig):
 
     n, plain = len(cfg.block_out_channels), cfg.plain_levels
     return UNet2DConditionModel(
-        sample_size=cfg.image_size, in_channels=3 + condition_channels(), out_channels=3,
+        sample_size=cfg.image_size, in_channels=3 + condition_channels(cfg.source_pixels), out_channels=3,
         block_out_channels=cfg.block_out_channels, layers_per_block=cfg.layers_per_block,
         norm_num_groups=cfg.norm_num_groups,
         down_block_types=("DownBlock2D",) * plain + ("CrossAttnDownBlock2D",) * (n - plain),
@@ -193,15 +141,31 @@ class SwapDiffusion(nn.Module):
         self.register_buffer("id_std", torch.ones(config.id_dim))
         self.schedule = NoiseSchedule.from_name(config.schedule, config.T)
 
-    def condition(self, target: torch.Tensor, mask: torch.Tensor, landmarks68: torch.Tensor) -> torch.Tensor:
-        """c = [target ⊙ (1 − m), m, H(landmarks)]: (B, 9, S, S) from target (B, 3, S, S) in [−1, 1], mask
-        (B, 1, S, S) in [0, 1] and landmarks (B, 68, 2) in crop pixels."""
+    def condition(self, target: torch.Tensor, mask: torch.Tensor, landmarks68: torch.Tensor,
+                  reference: torch.Tensor | None = None) -> torch.Tensor:
+        """c = [target ⊙ (1 − m), m, H(landmarks)] (+ [r ⊙ m] with ``source_pixels``): (B, 9 or 12, S, S) from
+        target (B, 3, S, S) in [−1, 1], mask (B, 1, S, S) in [0, 1], landmarks (B, 68, 2) in crop pixels and the
+        warped source r (B, 3, S, S) in [−1, 1] (:func:`warped_references`)."""
         S = self.config.image_size
         if target.shape[1:] != (3, S, S) or mask.shape[1:] != (1, S, S):
             raise ValueError(f"target must be (B, 3, {S}, {S}) and mask (B, 1, {S}, {S}); got {tuple(target.shape)} "
                              f"and {tuple(mask.shape)}")
         heat = landmark_heatmaps(landmarks68.to(target.device), S, self.config.heatmap_sigma * S).to(target.dtype)
-        return torch.cat([target * (1 - mask), mask, heat], 1)
+        parts = [target * (1 - mask), mask, heat]
+        if self.config.source_pixels:
+            if reference is None or reference.shape != target.shape:
+                raise ValueError(f"this model (source_pixels) needs the warped source as a reference of the "
+                                 f"target's shape {tuple(target.shape)}, got "
+                                 f"{None if reference is None else tuple(reference.shape)}")
+            parts.append(reference.to(target) * mask)
+        return torch.cat(parts, 1)
+
+    def null_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """c with the source's pixels removed (zeros): the condition of the ∅ branch of classifier-free guidance,
+        which keeps the target's context, mask and landmarks and drops everything of the source."""
+        if not self.config.source_pixels:
+            return cond
+        return torch.cat([cond[:, :-3], torch.zeros_like(cond[:, -3:])], 1)
 
     @torch.no_grad()
     def set_identity_statistics(self, embeddings: torch.Tensor) -> None:
@@ -235,17 +199,19 @@ class SwapDiffusion(nn.Module):
             return predict_eps_from_x0(self.schedule, x_t, t, out)
         return out if self.config.prediction == "eps" else predict_eps_from_v(self.schedule, x_t, t, out)
 
-    def forward(self, target, mask, landmarks68, source_embedding, chip_M) -> dict:
+    def forward(self, target, mask, landmarks68, source_embedding, chip_M, reference=None) -> dict:
         """The training loss (module docstring) on a batch: returns {"loss", "mse", "id_loss", "rec_loss"}.
 
-        t and ε come from the global RNG, which the Trainer seeds per step (exact resume)."""
+        t and ε come from the global RNG, which the Trainer seeds per step (exact resume).  A sample whose
+        identity is dropped to ∅ (probability p_uncond) loses its warped source too (:meth:`null_condition`)."""
         cfg, sched = self.config, self.schedule
         B = target.shape[0]
         t = torch.randint(0, sched.T, (B,)).to(target.device)
         noise = torch.randn(target.shape).to(target)
         x_t = q_sample(sched, target, t, noise)
-        cond = self.condition(target, mask, landmarks68)
+        cond = self.condition(target, mask, landmarks68, reference)
         tok, dropped = drop_condition(self.tokens(source_embedding), self.null_tokens, cfg.p_uncond)
+        cond = torch.where(dropped.to(cond.device)[:, None, None, None], self.null_condition(cond), cond)
         out = self.output(x_t, t, cond, tok)
         want = {"eps": noise, "x0": target}.get(cfg.prediction)
         want = v_target(sched, target, t, noise) if want is None else want
@@ -284,10 +250,10 @@ def guided_eps(model: SwapDiffusion, cond: torch.Tensor, tokens: torch.Tensor, g
     B = tokens.shape[0]
     if guidance == 1:
         return lambda x, t: model.eps(x, t, cond, tokens)
-    null = model.tokens(None, B)
+    null, null_cond = model.tokens(None, B), model.null_condition(cond)
     if guidance == 0:
-        return lambda x, t: model.eps(x, t, cond, null)
-    both_c, both_tok = torch.cat([cond, cond]), torch.cat([null, tokens])
+        return lambda x, t: model.eps(x, t, null_cond, null)
+    both_c, both_tok = torch.cat([null_cond, cond]), torch.cat([null, tokens])
 
     def eps(x, t):
         e_u, e_c = model.eps(torch.cat([x, x]), torch.cat([t, t]), both_c, both_tok).chunk(2)
@@ -315,7 +281,7 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
                 embedding: torch.Tensor | None, steps: int = 25, guidance: float = 2.0, id_guidance: float = 0.0,
                 chip_M: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, eta: float = 0.0, progress: bool = False,
-                strength: float = 1.0, ilvr: int = 0) -> torch.Tensor:
+                strength: float = 1.0, ilvr: int = 0, reference: torch.Tensor | None = None) -> torch.Tensor:
     """Swapped crops x_0 (B, 3, S, S) in [−1, 1] by DDIM (``steps`` steps) with classifier-free guidance
     ``guidance`` and identity-gradient guidance ``id_guidance`` (module docstring).  ``embedding=None``: the
     unconditional model (an inpainting with no identity).  ``strength`` < 1 starts from the target itself noised to
@@ -324,19 +290,20 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
     and lets the identity tokens rewrite the detail.  ``ilvr`` = N > 0 refines every step towards the target's
     low-pass φ_N (ILVR, Choi et al. 2021; :func:`dfs.diffusion.ilvr_refine`): the swap keeps the target's
     (S/N)×(S/N) structure (head position, light) and the identity tokens write the detail above it.  Measured
-    (README): at 32 px, N = 4 does not lower the pose error (4.00° vs 4.07°) and costs identity."""
+    (README): at 32 px, N = 4 does not lower the pose error (4.00° vs 4.07°) and costs identity.  ``reference``:
+    the warped sources (:func:`warped_references`) that a ``source_pixels`` model needs."""
     if guidance < 0 or id_guidance < 0:
         raise ValueError(f"guidance and id_guidance must be >= 0, got {guidance}, {id_guidance}")
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     dev = next(model.parameters()).device
     target, mask = target.to(dev), mask.to(dev)
-    cond = model.condition(target, mask, landmarks68.to(dev))
+    cond = model.condition(target, mask, landmarks68.to(dev), None if reference is None else reference.to(dev))
     B = target.shape[0]
     if embedding is None:
         if id_guidance > 0:
             raise ValueError("identity guidance needs a source embedding")
-        eps_fn = guided_eps(model, cond, model.tokens(None, B), 1.0)
+        eps_fn = guided_eps(model, model.null_condition(cond), model.tokens(None, B), 1.0)
     else:
         embedding = embedding.to(dev)
         eps_fn = guided_eps(model, cond, model.tokens(embedding), guidance)
@@ -360,146 +327,6 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
                        progress=progress, timesteps=timesteps, after_step=after_step)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# training data: cached aligned faces of the training identities, (target, source) = two photos of one person
-
-
-def _to_unit(crops_uint8: np.ndarray) -> torch.Tensor:
-    """(N, S, S, 3) uint8 -> (N, 3, S, S) float in [−1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(crops_uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-class SwapData:
-    """Aligned training faces as tensors, and the pair sampler the Trainer calls: ``data(step, generator)`` draws
-    ``batch_size`` targets uniformly among faces whose person has another photo, and for each a source photo of
-    the same person (not the same photo).  Returns (target, mask, landmarks68, source embedding, chip matrix).
-
-    ``flip``: each target is mirrored left-right with probability 1/2 (crop, mask, and landmarks through
-    :func:`dfs.faces.align.mirror_landmarks68`); a person's identity does not change in a mirror, so the source's
-    embedding stays, and the data the model sees doubles."""
-
-    def __init__(self, crops: torch.Tensor, masks: torch.Tensor, landmarks68: torch.Tensor,
-                 embeddings: torch.Tensor, identities, batch_size: int, chip_M: torch.Tensor | None = None,
-                 flip: bool = False):
-        n = len(crops)
-        if not (len(masks) == len(landmarks68) == len(embeddings) == len(identities) == n):
-            raise ValueError("crops, masks, landmarks68, embeddings and identities need one row per face")
-        ids = np.asarray(identities).astype(str)
-        order = np.argsort(ids, kind="stable")
-        self.crops, self.masks = crops[order], masks[order]
-        self.landmarks68, self.embeddings = landmarks68[order].float(), embeddings[order].float()
-        self.identities = ids[order]
-        self.chip_M = (chip_M[order] if chip_M is not None else chip_matrices(self.landmarks68))
-        _, start, count = np.unique(self.identities, return_index=True, return_counts=True)
-        group = np.repeat(np.arange(len(start)), count)
-        self._start, self._count = torch.from_numpy(start[group]), torch.from_numpy(count[group])
-        self._usable = torch.from_numpy(np.nonzero(count[group] >= 2)[0])
-        if len(self._usable) == 0:
-            raise ValueError("training pairs need at least one person with two or more photos")
-        self.batch_size, self.flip = batch_size, bool(flip)
-        if self.flip:
-            from dfs.faces.align import mirror_landmarks68
-            self.landmarks68_mirrored = mirror_landmarks68(self.landmarks68, self.crops.shape[-1])
-            self.chip_M_mirrored = chip_matrices(self.landmarks68_mirrored)
-
-    @classmethod
-    def from_aligned(cls, faces, identities, batch_size: int, flip: bool = False) -> "SwapData":
-        """From :class:`~dfs.swap.pipeline.AlignedFace` s (``SwapPipeline.align``) and their people's names: the
-        identity vectors come from the full photos (the chips dlib cuts, as in the training cache)."""
-        from dfs.metrics import FaceEmbedder
-
-        emb = torch.from_numpy(FaceEmbedder(identity_encoder("cpu"))([(a.image, a.face) for a in faces])).float()
-        return cls(_to_unit(np.stack([a.crop for a in faces])),
-                   torch.from_numpy(np.stack([a.mask for a in faces]))[:, None].float(),
-                   torch.from_numpy(np.stack([a.landmarks68 for a in faces])).float(), emb, list(identities),
-                   batch_size, flip=flip)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    @property
-    def people(self) -> int:
-        return len(set(self.identities))
-
-    def pairs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(target indices, source indices): same person, different photos."""
-        i = self._usable[torch.randint(0, len(self._usable), (batch,), generator=generator)]
-        start, count = self._start[i], self._count[i]
-        shift = 1 + (torch.rand(batch, generator=generator) * (count - 1).double()).long()   # 1 .. count-1
-        j = start + (i - start + shift) % count
-        return i, j
-
-    def __call__(self, step: int, generator: torch.Generator):
-        i, j = self.pairs(self.batch_size, generator)
-        crops, masks, lm, chip = self.crops[i], self.masks[i], self.landmarks68[i], self.chip_M[i]
-        if self.flip:
-            f = torch.rand(len(i), generator=generator) < 0.5
-            crops, masks = torch.where(f[:, None, None, None], crops.flip(-1), crops), \
-                torch.where(f[:, None, None, None], masks.flip(-1), masks)
-            lm = torch.where(f[:, None, None], self.landmarks68_mirrored[i], lm)
-            chip = torch.where(f[:, None, None], self.chip_M_mirrored[i], chip)
-        return (crops, masks, lm, self.embeddings[j], chip)
-
-
-def prepare_training_data(config: SwapConfig, progress: bool = True, split: str = "train") -> SwapData:
-    """The training identities (``held_out`` / ``split_seed`` split, the one ``dfs eval`` uses) of ``config.data``,
-    aligned at ``image_size`` through the preprocessing cache (built once, re-used).  ``split="held_out"``: the
-    held-out identities instead (for validation; cached in a folder of their own)."""
-    from dfs.data.face_cache import build_face_cache, load_face_cache
-    from dfs.data.faces import FaceImages
-    from dfs.evaluate import load_faces
-
-    if split not in ("train", "held_out"):
-        raise ValueError(f"split must be 'train' or 'held_out', got {split!r}")
-    faces = load_faces(config.data)
-    train, held = faces.split(config.held_out, config.split_seed)
-    train = train if split == "train" else held
-    seen: dict[str, int] = {}
-    keep = []
-    for r in train.records:
-        seen[r.identity] = seen.get(r.identity, 0) + 1
-        if seen[r.identity] <= config.max_per_identity:
-            keep.append(r)
-    train = FaceImages(keep, name=train.name)
-    cache = config.resolved_cache_dir()
-    cache = cache if split == "train" else cache.with_name(cache.name + "_held_out")
-    report = build_face_cache(train, cache, size=config.image_size, template=config.template, embed="dlib",
-                              progress=progress)
-    if progress:
-        print(f"training faces: {report}")
-    a = load_face_cache(cache)
-    wanted = {str(p) for p in train.paths}
-    rows = np.array([str(p) in wanted for p in a["path"]])
-    return SwapData(_to_unit(a["crop"][rows]), torch.from_numpy(a["mask"][rows]).float()[:, None] / 255.0,
-                    torch.from_numpy(a["landmarks68"][rows]).float(), torch.from_numpy(a["embedding"][rows]),
-                    a["identity"][rows], config.batch_size, flip=config.flip and split == "train")
-
-
-def cross_pairs(data: SwapData, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` (target, source) index pairs of *different* people (a swap, not a reconstruction), drawn with
-    ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    i = torch.randint(0, len(data), (n,), generator=g)
-    j = torch.randint(0, len(data), (n,), generator=g)
-    for k in range(n):
-        while data.identities[j[k]] == data.identities[i[k]]:
-            j[k] = torch.randint(0, len(data), (1,), generator=g)
-    return i, j
-
-
-def identity_cosines(out: torch.Tensor, data: SwapData, i, j, blur: float = 0.0) -> dict:
-    """Mean cosines of ID(``out``) (crops aligned like ``data.crops[i]``) to the sources' embeddings
-    ``data.embeddings[j]`` and to the targets' ``data.embeddings[i]``.  ``blur``: a Gaussian blur (standard
-    deviation, pixels) first — a check that the identity is not a high-frequency pattern that only the identity
-    network (the loss's, and the metric's) reads."""
-    if blur > 0:
-        import torchvision.transforms.functional as TF
-        out = TF.gaussian_blur(out, 2 * math.ceil(2 * blur) + 1, blur)
-    e = identity_of_crops(out, data.chip_M[i])
-    return {"cos_source": float((e * data.embeddings[j]).sum(-1).mean()),
-            "cos_target": float((e * data.embeddings[i]).sum(-1).mean())}
-
-
 @torch.no_grad()
 def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps: int = 10, guidance: float = 2.0,
                         seed: int = 0, id_guidance: float = 0.0, strength: float = 1.0, blur: float = 0.0) -> dict:
@@ -511,8 +338,9 @@ def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps:
     model.eval()
     tgt, mask, lm, chip = data.crops[i], data.masks[i], data.landmarks68[i], data.chip_M[i]
     x_T = torch.randn(tgt.shape, generator=torch.Generator().manual_seed(seed))
+    ref = data.references(i, j) if model.config.source_pixels else None
     x0 = sample_swap(model, tgt, mask, lm, data.embeddings[j], steps, guidance, id_guidance, chip, x_T,
-                     strength=strength).cpu()
+                     strength=strength, reference=ref).cpu()
     model.train(was)
     out = mask * x0 + (1 - mask) * tgt
     return {**identity_cosines(out, data, i, j, blur), "results": out, "targets": i, "sources": j}
@@ -561,7 +389,7 @@ def train_swap(config: SwapConfig | str = "quick", data=None, progress: bool = T
         trainer = Trainer(model, loss_fn or swap_loss, data, tcfg)
         trainer.fit()
     except torch.OutOfMemoryError as e:
-        raise SwapOutOfMemory(_oom_message("training", e)) from None
+        raise SwapOutOfMemory(oom_message("training", e)) from None
     return trainer
 
 
@@ -599,7 +427,8 @@ def load_swap_model(checkpoint: str | os.PathLike, config: SwapConfig | None = N
 
 
 def default_checkpoint() -> Path:
-    return load_config("quick").resolved_checkpoint_dir()
+    """The shipped quick model (:mod:`dfs.swap.shipped`)."""
+    return shipped_checkpoint("diffusion")
 
 
 class DiffusionSwap:
@@ -609,10 +438,11 @@ class DiffusionSwap:
     name = "diffusion"
     template = "ffhq"
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, steps: int | None = None,
-                 guidance: float | None = None, id_guidance: float | None = None, batch_size: int = 8,
-                 device=None, model: SwapDiffusion | None = None, progress: bool = False,
-                 strength: float | None = None, ilvr: int | None = None):
+    def __init__(self, checkpoint: str | os.PathLike | None = None, sampler: SamplerOptions | None = None,
+                 batch_size: int = 8, device=None, model: SwapDiffusion | None = None, progress: bool = False,
+                 **sampler_options):
+        """``sampler``: :class:`~dfs.swap.config.SamplerOptions` (or its fields as keywords: ``steps=10``); what
+        is left None takes the checkpoint's default.  ``checkpoint``: default the shipped quick model."""
         from dfs.device import get_device
 
         self.device = torch.device(device) if device is not None else get_device()
@@ -622,43 +452,38 @@ class DiffusionSwap:
             self.model, self.config, path = load_swap_model(checkpoint or default_checkpoint(), device=self.device)
             self.checkpoint = str(path)
         cfg = self.config
-        self.steps = int(steps if steps is not None else cfg.sample_steps)
-        self.guidance = float(guidance if guidance is not None else cfg.guidance)
-        self.id_guidance = float(id_guidance if id_guidance is not None else cfg.id_guidance)
-        self.strength = float(strength if strength is not None else cfg.strength)
-        if not 0 < self.strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
-        self.ilvr = int(ilvr if ilvr is not None else cfg.ilvr)
-        check_ilvr(self.ilvr, cfg.image_size)
-        if self.steps < 1 or self.steps > cfg.T:
-            raise ValueError(f"steps must be in [1, {cfg.T}], got {self.steps}")
+        if sampler is not None and sampler_options:
+            raise ValueError("pass the sampler options either as sampler=SamplerOptions(...) or as keywords")
+        self.sampler = (sampler or SamplerOptions(**sampler_options)).resolve(cfg)
         self.crop_size, self.template, self.batch_size = cfg.image_size, cfg.template, int(batch_size)
         self.progress = progress
         self._embedder = None
 
     def source_embeddings(self, sources) -> torch.Tensor:
         """The sources' identity vectors from their full photos (the chip dlib cuts, as in the training cache)."""
-        from dfs.metrics import FaceEmbedder
         if self._embedder is None:
             self._embedder = FaceEmbedder(identity_encoder("cpu"))
         return torch.from_numpy(self._embedder([(s.image, s.face) for s in sources])).float()
 
     def swap(self, sources, targets, context) -> list[np.ndarray]:
-        opt = context.options
-        steps, guidance = int(opt.get("steps", self.steps)), float(opt.get("guidance", self.guidance))
-        id_guidance = float(opt.get("id_guidance", self.id_guidance))
-        strength, ilvr = float(opt.get("strength", self.strength)), int(opt.get("ilvr", self.ilvr))
+        """``context.options``: sampler options (:class:`~dfs.swap.config.SamplerOptions` fields) for this call."""
+        o = SamplerOptions(**{**self.sampler.given(), **context.options}).resolve(self.config)
+        steps = o.steps
         S = self.crop_size
-        target = _to_unit(np.stack([t.crop for t in targets]))
+        target = to_unit(np.stack([t.crop for t in targets]))
         mask = torch.from_numpy(np.stack([t.mask for t in targets])).float()[:, None]
         lm = torch.from_numpy(np.stack([t.landmarks68 for t in targets])).float()
         x_T = torch.stack([torch.randn(3, S, S, generator=context.generator(i, "cpu")) for i in range(len(targets))])
+        ref = None
+        if self.config.source_pixels:
+            ref = warped_references([s.crop for s in sources], [s.landmarks68 for s in sources],
+                                    [t.crop for t in targets], [t.landmarks68 for t in targets])
         try:
             emb = self.source_embeddings(sources)
-            x0 = sample_swap(self.model, target, mask, lm, emb, steps, guidance, id_guidance,
-                             chip_M=chip_matrices(lm) if id_guidance > 0 else None, x_T=x_T.to(self.device),
-                             progress=self.progress, strength=strength, ilvr=ilvr)
+            x0 = sample_swap(self.model, target, mask, lm, emb, o.steps, o.guidance, o.id_guidance,
+                             chip_M=chip_matrices(lm) if o.id_guidance > 0 else None, x_T=x_T.to(self.device),
+                             progress=self.progress, strength=o.strength, ilvr=o.ilvr, reference=ref)
         except torch.OutOfMemoryError as e:
-            raise SwapOutOfMemory(_oom_message(f"sampling {len(targets)} swaps with {steps} steps", e)) from None
+            raise SwapOutOfMemory(oom_message(f"sampling {len(targets)} swaps with {steps} steps", e)) from None
         out = ((x0.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return list(out)

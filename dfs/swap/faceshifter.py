@@ -4,7 +4,7 @@ reference of the thesis (§1.1.4, ref. [4]), on the aligned crops of :mod:`dfs.s
 **Stage 1, AEI-Net** (§3.1): Ŷ_{s,t} = G(z_att(X_t), z_id(X_s)).
 
 * identity encoder z_id: dlib's ResNet (:class:`dfs.faces.identity.DlibResNetEncoder`, frozen), a 128-D unit vector;
-  in training the source's cached embedding, and ID(Ŷ) through :func:`dfs.swap.diffusion.identity_of_crops`;
+  in training the source's cached embedding, and ID(Ŷ) through :func:`dfs.faces.identity_chips.identity_of_crops`;
 * multi-level attributes encoder z_att (:class:`AttributeEncoder`): a U-Net whose decoder feature maps are the
   attributes, z_att(X_t) = {z_att^1, …, z_att^n} (eq. 1), at 2, 4, …, S pixels;
 * AAD generator (:class:`AADGenerator`): z_id → 2×2 by a transposed convolution, then one AAD ResBlk per level.
@@ -51,7 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from dfs.faces.identity_chips import FaceEmbedder, identity_encoder, identity_of_crops
 from dfs.swap.config import check_compatible, load_yaml_config, resolve_path
+from dfs.swap.data import to_unit
 from dfs.swap.config import config_from_dict as _config_from_dict
 
 PRESETS = ("quick", "full")
@@ -156,7 +158,7 @@ class FaceShifterConfig:
 
     def data_config(self):
         """The diffusion swap's configuration for the same faces (identity split, crop size, cache), for
-        :func:`dfs.swap.diffusion.prepare_training_data`: both models train and are judged on the same data."""
+        :func:`dfs.swap.data.prepare_training_data`: both models train and are judged on the same data."""
         from dfs.swap.config import SwapConfig
         keys = ("image_size", "template", "data", "held_out", "split_seed", "max_per_identity", "cache_dir",
                 "batch_size")
@@ -423,7 +425,6 @@ class FaceShifterGAN(nn.Module):
 
     def generator_losses(self, x_t, z_s, chip_M, same) -> dict:
         """L_AEI and its terms for the batch (module docstring); "fake" is Ŷ for the discriminator's step."""
-        from dfs.swap.diffusion import identity_of_crops
 
         cfg = self.config
         y, z_att = self.aei(x_t, z_s)
@@ -483,7 +484,6 @@ def heuristic_error(aei: AEINet, x_t, z_t) -> torch.Tensor:
 
 def hear_losses(hear: HEARNet, aei: AEINet, x_t, z_s, z_t, chip_M, same, config: FaceShifterConfig) -> dict:
     """L_HEAR = L_id + λ_chg L_chg + λ_rec L_rec on a batch (AEI-Net frozen; module docstring)."""
-    from dfs.swap.diffusion import identity_of_crops
 
     with torch.no_grad():
         y_hat = aei(x_t, z_s)[0]
@@ -518,14 +518,18 @@ def find_run(checkpoint: str | os.PathLike) -> tuple[Path, Path | None]:
     p = Path(checkpoint).expanduser()
     if (p / "state.json").is_file():
         return p, None
-    aei = latest_checkpoint(p / "aei")
+
+    def stage(folder: Path) -> Path | None:   # a shipped stage holds state.json itself (dfs.swap.shipped)
+        return folder if (folder / "state.json").is_file() else latest_checkpoint(folder)
+
+    aei = stage(p / "aei")
     if aei is None:
         if latest_checkpoint(p) is not None:
             raise ValueError(f"{p} holds dfs checkpoints but no aei/ folder: it is not a FaceShifter run "
                              "(for a diffusion-swap run use --method diffusion)")
         raise FileNotFoundError(f"no FaceShifter checkpoint at {p}: train one with `dfs train-swap --model "
                                 "faceshifter --config quick` or pass --checkpoint <run folder>")
-    return aei, latest_checkpoint(p / "hear")
+    return aei, stage(p / "hear")
 
 
 def run_history(checkpoint: str | os.PathLike) -> dict[str, list[dict]]:
@@ -564,11 +568,9 @@ def load_faceshifter(checkpoint: str | os.PathLike, config: FaceShifterConfig | 
 
 
 def default_checkpoint() -> Path:
-    return load_config("quick").resolved_checkpoint_dir()
-
-
-def _to_unit(crops_uint8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(crops_uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    """The shipped quick FaceShifter (:mod:`dfs.swap.shipped`)."""
+    from dfs.swap.shipped import shipped_checkpoint
+    return shipped_checkpoint("faceshifter")
 
 
 class FaceShifterSwap:
@@ -599,8 +601,6 @@ class FaceShifterSwap:
 
     def embeddings(self, faces) -> torch.Tensor:
         """Identity vectors of aligned faces from their full photos (the chip dlib cuts, as in the training cache)."""
-        from dfs.metrics import FaceEmbedder
-        from dfs.swap.diffusion import identity_encoder
         if self._embedder is None:
             self._embedder = FaceEmbedder(identity_encoder("cpu"))
         return torch.from_numpy(self._embedder([(f.image, f.face) for f in faces])).float()
@@ -617,7 +617,7 @@ class FaceShifterSwap:
         return y.clamp(-1, 1)
 
     def swap(self, sources, targets, context) -> list[np.ndarray]:
-        x_t = _to_unit(np.stack([t.crop for t in targets]))
+        x_t = to_unit(np.stack([t.crop for t in targets]))
         z_t = self.embeddings(targets) if self.use_hear else None
         y = self.swap_tensors(x_t, self.embeddings(sources), z_t)
         return list(((y.float() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())

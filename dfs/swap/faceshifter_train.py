@@ -1,6 +1,6 @@
 """Training FaceShifter (:mod:`dfs.swap.faceshifter`) through the one trainer, :class:`dfs.train.Trainer`.
 
-* **data**: the diffusion swap's training faces (:func:`dfs.swap.diffusion.prepare_training_data`: the same identity
+* **data**: the diffusion swap's training faces (:func:`dfs.swap.data.prepare_training_data`: the same identity
   split, the same aligned-crop cache), drawn as FaceShifter does: target X_t and source X_s independently and
   uniformly over all faces (mostly two different people), and X_s = X_t with probability ``p_same``
   (:class:`PairSampler`);
@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from dfs.swap.config import check_compatible
+from dfs.swap.data import cross_pairs, identity_cosines, prepare_training_data
+from dfs.swap.errors import SwapOutOfMemory, oom_message
 from dfs.swap.faceshifter import (
     AEINet,
     FaceShifterConfig,
@@ -49,7 +51,7 @@ def occlude(x: torch.Tensor, others: torch.Tensor, generator: torch.Generator, p
 
 class PairSampler:
     """``data(step, generator)`` for the Trainer: (X_t, z_id(X_s), chip matrix of X_t, same, z_id(X_t)), with X_t
-    and X_s uniform over ``faces`` (a :class:`dfs.swap.diffusion.SwapData`) and X_s = X_t with probability
+    and X_s uniform over ``faces`` (a :class:`dfs.swap.data.SwapData`) and X_s = X_t with probability
     ``p_same``; ``occlusion``: the probability of a synthetic occlusion on X_t (HEAR-Net's stage)."""
 
     def __init__(self, faces, batch_size: int, p_same: float, occlusion: float = 0.0):
@@ -153,8 +155,7 @@ def train_hear(cfg: FaceShifterConfig, data, root: Path, aei: AEINet | None = No
 def train_faceshifter(config: FaceShifterConfig | str = "quick", data=None, progress: bool = True,
                       checkpoint_dir: str | os.PathLike | None = None, stages: tuple = ("aei", "hear")):
     """Train (or resume) AEI-Net, then HEAR-Net; returns {stage: Trainer}.  ``data``: a
-    :class:`~dfs.swap.diffusion.SwapData` (default: the configuration's training faces)."""
-    from dfs.swap.diffusion import SwapOutOfMemory, _oom_message, prepare_training_data
+    :class:`~dfs.swap.data.SwapData` (default: the configuration's training faces)."""
 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     unknown = set(stages) - {"aei", "hear"}
@@ -172,19 +173,18 @@ def train_faceshifter(config: FaceShifterConfig | str = "quick", data=None, prog
             aei = out["aei"].ema_model if "aei" in out else None
             out["hear"] = train_hear(cfg, data, root, aei=aei, progress=progress)
     except torch.OutOfMemoryError as e:
-        raise SwapOutOfMemory(_oom_message("training FaceShifter", e)) from None
+        raise SwapOutOfMemory(oom_message("training FaceShifter", e)) from None
     return out
 
 
 @torch.no_grad()
 def identity_score(aei: AEINet, data, n: int = 8, seed: int = 0, hear: HEARNet | None = None,
                    blur: float = 0.0) -> dict:
-    """Swap ``n`` cross-identity pairs of ``data`` (:func:`dfs.swap.diffusion.cross_pairs`), blend through the
+    """Swap ``n`` cross-identity pairs of ``data`` (:func:`dfs.swap.data.cross_pairs`), blend through the
     target's mask, and return the mean cosines of ID(result) to the source's and the target's embeddings, the
     results (B, 3, S, S) and the pair indices — as :func:`dfs.swap.diffusion.swap_identity_score` does.  ``blur``:
     a Gaussian blur (standard deviation in pixels) of the results before ID — a check that the identity is not a
     high-frequency pattern that only the identity network (the loss's, and the metric's) reads."""
-    from dfs.swap.diffusion import cross_pairs, identity_cosines
 
     i, j = cross_pairs(data, n, seed)
     was = aei.training
@@ -203,7 +203,6 @@ def identity_score(aei: AEINet, data, n: int = 8, seed: int = 0, hear: HEARNet |
 def reference_scores(data, n: int = 8, seed: int = 0, blur: float = 0.0) -> dict:
     """The same cosines as :func:`identity_score` on the same pairs for the two references: "target unchanged"
     and "source pasted" (the source's aligned crop through the target's mask)."""
-    from dfs.swap.diffusion import cross_pairs, identity_cosines
 
     i, j = cross_pairs(data, n, seed)
     tgt, mask = data.crops[i], data.masks[i]

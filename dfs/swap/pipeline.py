@@ -173,11 +173,21 @@ def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _as_uint8_crop(crop, size: int, method_name: str) -> np.ndarray:
+    """A method's crop as (S, S, 3) uint8: uint8 as it is, floats only in [0, 1] (x 255).  Anything else is
+    refused: stretching an out-of-range output to fit would hide a method's bug."""
     a = np.asarray(crop)
     if a.shape != (size, size, 3):
         raise ValueError(f"method {method_name!r} returned a crop of shape {a.shape}; expected ({size}, {size}, 3), "
                          "aligned like the target's crop")
-    return to_rgb_uint8(a, name=f"the crop of method {method_name!r}")
+    if a.dtype == np.uint8:
+        return a
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"method {method_name!r} returned a {a.dtype} crop; a method returns uint8 (0..255) or "
+                         "floats in [0, 1]")
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise ValueError(f"method {method_name!r} returned float values in [{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]"
+                         " (or NaN); a method returns floats in [0, 1] (or uint8), so this is a bug in the method")
+    return np.round(a * 255.0).astype(np.uint8)
 
 
 class SwapPipeline:
@@ -209,8 +219,11 @@ class SwapPipeline:
 
     # -- steps 1 and 2 ----------------------------------------------------------------------------------------
 
-    def align(self, photo, role: str = "photo", name: str | None = None, face: Face | None = None) -> AlignedFace:
-        """Detect (unless ``face`` is given) and align one photo (a path or an (H, W, 3) array)."""
+    def align(self, photo, role: str = "photo", name: str | None = None, face: Face | None = None,
+              index: int | None = None) -> AlignedFace:
+        """Detect (unless ``face`` is given) and align one photo (a path or an (H, W, 3) array).  A photo with
+        several faces uses the ``index``-th largest (default: the pipeline's ``face_index``, else the largest) and
+        says so with a warning naming the file, the count and how to choose another."""
         if isinstance(photo, (str, os.PathLike)):
             name = name or str(photo)
             image = load_image(photo)
@@ -218,10 +231,20 @@ class SwapPipeline:
             image = to_rgb_uint8(photo, name=name or f"the {role} image")
         name = name or f"the {role} image"
         if face is None:
+            index = self.face_index if index is None else index
             try:
-                face = self.analyzer.largest(image, index=self.face_index, name=name)
+                faces = self.analyzer.detect(image, name)
+                face = self.analyzer.largest(image, index=index, name=name) if not faces else None
             except FaceNotFoundError as e:
                 raise FaceNotFoundError(f"no usable face in the {role} photo: {e}") from None
+            i = 0 if index is None else index
+            if not 0 <= i < len(faces):
+                raise FaceNotFoundError(f"no usable face in the {role} photo: face {i} was asked for but "
+                                        f"{len(faces)} face(s) were found in {name}; use 0..{len(faces) - 1}")
+            face = faces[i]
+            if len(faces) > 1:
+                warnings.warn(f"{len(faces)} faces in the {role} photo {name}: using face {i} (faces are numbered by "
+                              f"size, 0 = largest); pass --{role}-face K to use another", stacklevel=2)
         if face.landmarks68 is None:
             raise ValueError(f"the face mask needs 68-point landmarks, which the {self.analyzer.backend} analyzer "
                              "did not return; use FaceAnalyzer(backend='dlib')")
@@ -238,31 +261,37 @@ class SwapPipeline:
         return paste_back(target.image, crop, target.matrix, target.mask)
 
     def run(self, sources: Sequence[AlignedFace], targets: Sequence[AlignedFace], seed: int = 0,
-            options: dict | None = None, device=None) -> list[SwapResult]:
-        """Swap aligned pairs, ``batch_size`` pairs per ``method.swap`` call; pair i uses seed ``seed + i``."""
+            options: dict | None = None, device=None, seeds: Sequence[int] | None = None) -> list[SwapResult]:
+        """Swap aligned pairs, ``batch_size`` pairs per ``method.swap`` call; pair i uses seed ``seed + i`` (or
+        ``seeds[i]``), so a pair's result depends on its own seed, not on its batch."""
         if len(sources) != len(targets):
             raise ValueError(f"need one source per target, got {len(sources)} sources and {len(targets)} targets")
+        seeds = [seed + i for i in range(len(targets))] if seeds is None else [int(x) for x in seeds]
+        if len(seeds) != len(targets):
+            raise ValueError(f"need one seed per target, got {len(seeds)} seeds and {len(targets)} targets")
         out: list[SwapResult] = []
         for start in range(0, len(targets), self.batch_size):
             src, tgt = sources[start:start + self.batch_size], targets[start:start + self.batch_size]
-            seeds = [seed + start + i for i in range(len(tgt))]
+            batch_seeds = seeds[start:start + self.batch_size]
             t0 = time.perf_counter()
-            crops = self.method.swap(src, tgt, SwapContext(seeds, device, dict(options or {})))
+            crops = self.method.swap(src, tgt, SwapContext(batch_seeds, device, dict(options or {})))
             if len(crops) != len(tgt):
                 raise ValueError(f"method {self.method.name!r} returned {len(crops)} crops for {len(tgt)} pairs")
             crops = [_as_uint8_crop(c, self.crop_size, self.method.name) for c in crops]
             images = [self.blend(c, t) for c, t in zip(crops, tgt)]
             per_pair = (time.perf_counter() - t0) / len(tgt)
-            for s, t, c, im, sd in zip(src, tgt, crops, images, seeds):
+            for s, t, c, im, sd in zip(src, tgt, crops, images, batch_seeds):
                 out.append(SwapResult(im, c, s, t, sd, per_pair, swap_metadata(self.method, sd, s.name, t.name)))
         return out
 
     # -- conveniences -----------------------------------------------------------------------------------------
 
-    def swap(self, source, target, seed: int = 0, **options) -> SwapResult:
-        """One swap: ``source`` and ``target`` are paths or (H, W, 3) arrays (or ``AlignedFace``)."""
-        s = source if isinstance(source, AlignedFace) else self.align(source, "source")
-        t = target if isinstance(target, AlignedFace) else self.align(target, "target")
+    def swap(self, source, target, seed: int = 0, source_face: int | None = None, target_face: int | None = None,
+             **options) -> SwapResult:
+        """One swap: ``source`` and ``target`` are paths or (H, W, 3) arrays (or ``AlignedFace``); ``source_face`` /
+        ``target_face`` pick a face by size rank in a photo with several (default the largest)."""
+        s = source if isinstance(source, AlignedFace) else self.align(source, "source", index=source_face)
+        t = target if isinstance(target, AlignedFace) else self.align(target, "target", index=target_face)
         return self.run([s], [t], seed, options)[0]
 
     def swap_many(self, source, targets: Sequence, seed: int = 0, errors: str = "raise",
@@ -281,15 +310,17 @@ class SwapPipeline:
             if not targets:
                 raise ValueError(f"{folder}: no image files (.jpg, .png, ...) to use as targets")
         s = source if isinstance(source, AlignedFace) else self.align(source, "source")
-        aligned, self.skipped = [], []
+        aligned, kept, self.skipped = [], [], []
         for i, t in enumerate(targets):
             try:
                 aligned.append(t if isinstance(t, AlignedFace) else
                                self.align(t, "target", name=None if isinstance(t, (str, os.PathLike))
                                           else f"target {i}"))
+                kept.append(i)
             except (FaceNotFoundError, BadImageError, FileNotFoundError) as e:
                 if errors == "raise":
                     raise
                 self.skipped.append((str(t) if isinstance(t, (str, os.PathLike)) else f"target {i}", str(e)))
                 warnings.warn(f"skipped a target: {e}", stacklevel=2)
-        return self.run([s] * len(aligned), aligned, seed, options)
+        # the i-th target keeps seed + i whatever was skipped before it
+        return self.run([s] * len(aligned), aligned, seed, options, seeds=[seed + i for i in kept])
