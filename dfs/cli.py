@@ -48,7 +48,8 @@ def _eval(args) -> int:
                           held_out=args.held_out, split_seed=args.split_seed,
                           max_per_identity=args.max_per_identity, self_pairs=args.self_pairs,
                           progress=not args.no_progress, keep_examples=False, method_options=options,
-                          compare=None if args.compare == "none" else args.compare)
+                          compare=None if args.compare == "none" else args.compare,
+                          command="dfs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else None)
     except (ValueError, FileNotFoundError, FaceNotFoundError, SwapOutOfMemory) as e:
         print(f"dfs eval: {e}", file=sys.stderr)
         return 2

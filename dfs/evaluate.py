@@ -167,11 +167,13 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
              out: str | os.PathLike | None = None, held_out: float | int = 0.2, split_seed: int = 0,
              max_per_identity: int = 10, self_pairs: int | None = None, encoder=None, analyzer=None,
              method_options: dict | None = None, progress: bool = True, keep_examples: bool = True,
-             compare: str | None = "classical", n_boot: int = 2000) -> EvalReport:
+             compare: str | None = "classical", n_boot: int = 2000, references: bool = True,
+             command: str | None = None) -> EvalReport:
     """Evaluate a swap method (a registered name or a :class:`~dfs.swap.pipeline.SwapMethod`); see the module
     docstring.  ``out``: a folder for ``eval_<method>_n<pairs>_s<seed>.json`` and ``.md`` (None: no files).
     ``compare``: a registered method run on the same pairs as a row of its own, against which every row's paired
-    differences are computed (None: no comparison row, no differences)."""
+    differences are computed (None: no comparison row, no differences).  ``references=False`` leaves out the
+    reference rows (a sweep over a method's settings).  ``command``: how this was run, kept in the JSON."""
     from tqdm.auto import tqdm
 
     from dfs.device import describe_device
@@ -226,11 +228,11 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
     rows: dict[str, dict] = {}
     per_pair: dict[str, list] = {}
     results_by_row: dict[str, list[np.ndarray]] = {}
-    references = dict(zip(REFERENCE_ROWS, (pasted, resampled, None)))
+    reference_rows = dict(zip(REFERENCE_ROWS, (pasted, resampled, None)))
     runs = [(swap_method.name, pipe)]
     if compare and compare != swap_method.name:
         runs.append((compare, SwapPipeline(get_method(compare), analyzer=analyzer)))
-    runs += [(n, p) for n, p in references.items() if n != swap_method.name]
+    runs += [(n, p) for n, p in reference_rows.items() if n != swap_method.name and references]
     scores_by_row: dict[str, list] = {}
     for name, p in runs:
         if p is None:
@@ -263,6 +265,7 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
 
     ok, reason = inception_status()
     summary = {
+        "command": command,
         "settings": {"method": swap_method.name, "checkpoint": str(getattr(swap_method, "checkpoint", None)),
                      "data": str(Path(data) if data is not None else data_dir()),
                      "pairs": pairs, "seed": seed, "held_out": held_out, "split_seed": split_seed,

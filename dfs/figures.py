@@ -103,3 +103,40 @@ def save(fig, name: str, directory: str | Path | None = None, dpi: int = 150, **
     manifest[name] = entry
     _atomic_write_text(out_dir / MANIFEST, json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
     return path
+
+
+def as_image(x):
+    """An image for ``imshow``: a (3, H, W) tensor in [−1, 1] (the models' crops), an (H, W, 3) uint8 array, or an
+    (H, W) map, as (H, W, 3) floats in [0, 1] (or the map itself)."""
+    import numpy as np
+
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().float()
+        if x.ndim == 3 and x.shape[0] in (1, 3):
+            x = ((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0)
+        x = x.numpy()
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    return x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x
+
+
+def image_grid(columns: dict, row_labels=None, size: float = 1.6, cmap: str = "magma", fontsize: int = 9):
+    """A grid of images: one column per ``columns`` entry (title -> list of images, :func:`as_image` forms), one row
+    per image; ``row_labels`` (optional) are written left of each row.  Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    titles = list(columns)
+    n = len(columns[titles[0]])
+    if any(len(columns[t]) != n for t in titles):
+        raise ValueError(f"every column needs {n} images, got {[len(columns[t]) for t in titles]}")
+    fig, ax = plt.subplots(n, len(titles), figsize=(size * len(titles), size * n), squeeze=False)
+    for c, t in enumerate(titles):
+        for r, im in enumerate(columns[t]):
+            ax[r, c].imshow(as_image(im), cmap=cmap)
+            ax[r, c].set_xticks([]), ax[r, c].set_yticks([])
+        ax[0, c].set_title(t, fontsize=fontsize)
+    for r, label in enumerate(row_labels or []):
+        ax[r, 0].set_ylabel(label, fontsize=fontsize - 1)
+    fig.tight_layout()
+    return fig

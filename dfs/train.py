@@ -437,6 +437,9 @@ def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | N
         (tmp / "state.json").write_text(json.dumps({"step": state["step"], "history": state["history"],
                                                     "config": state["config"]}, indent=1))
         (tmp / "provenance.json").write_text(json.dumps(provenance or {}, indent=1, default=str) + "\n")
+        os.chmod(tmp, 0o755)                                   # mkdtemp makes it private; shipped files are not
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

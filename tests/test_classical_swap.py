@@ -249,3 +249,62 @@ def test_png_metadata_says_synthetic(pipe, tmp_path):
     assert (load_image(path) == r.image).all()
     with pytest.raises(ValueError, match="PNG"):
         r.save(tmp_path / "out.jpg")
+
+
+def test_a_skipped_target_does_not_shift_the_seeds_of_later_ones(pipe, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from dfs.swap.pipeline import SwapPipeline
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    shutil.copy(_photo("Ariel_Sharon"), folder / "0.jpg")
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(folder / "1_noface.png")
+    shutil.copy(_photo("Lance_Armstrong"), folder / "2.jpg")
+    method = _Recorder()
+    with pytest.warns(UserWarning, match="1_noface"):
+        results = SwapPipeline(method, analyzer=pipe.analyzer).swap_many(_photo("Tom_Hanks"), folder, seed=10,
+                                                                         errors="skip")
+    assert [r.seed for r in results] == [10, 12] and method.calls == [(2, [10, 12])]
+
+
+@pytest.mark.parametrize("bad, msg", [(np.full((256, 256, 3), 1.5, np.float32), r"float values in \[1.5, 1.5\]"),
+                                      (np.full((256, 256, 3), -0.1, np.float64), "bug in the method"),
+                                      (np.full((256, 256, 3), 300, np.int32), "int32 crop")])
+def test_a_method_output_outside_its_range_is_refused_not_stretched(pipe, bad, msg):
+    from dfs.swap.pipeline import SwapPipeline
+
+    class OutOfRange:
+        name = "out-of-range"
+
+        def swap(self, sources, targets, context):
+            return [bad for _ in targets]
+    t = pipe.align(_photo("Ariel_Sharon"))
+    with pytest.raises(ValueError, match=msg):
+        SwapPipeline(OutOfRange(), analyzer=pipe.analyzer).swap(t, t)
+
+    class InRange(OutOfRange):
+        def swap(self, sources, targets, context):
+            return [np.full((256, 256, 3), 0.5, np.float32) for _ in targets]
+    r = SwapPipeline(InRange(), analyzer=pipe.analyzer).swap(t, t)
+    assert (r.crop == 128).all()
+
+
+def test_a_photo_with_several_faces_uses_the_largest_and_says_so(pipe):
+    from pathlib import Path
+
+    import insightface
+
+    from dfs.faces.detect import FaceNotFoundError
+    group = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
+    faces = pipe.analyzer.detect(group)
+    assert len(faces) >= 2
+    with pytest.warns(UserWarning, match=rf"{len(faces)} faces in the target photo .*t1\.jpg: using face 0.*--target-face"):
+        t = pipe.align(group, "target")
+    np.testing.assert_allclose(t.face.box, faces[0].box)
+    with pytest.warns(UserWarning, match="using face 1"):
+        t1 = pipe.align(group, "target", index=1)
+    np.testing.assert_allclose(t1.face.box, faces[1].box)
+    with pytest.raises(FaceNotFoundError, match=rf"face {len(faces)} was asked for"):
+        pipe.align(group, "target", index=len(faces))

@@ -335,3 +335,38 @@ def test_face_embedder_gives_other_encoders_arcface_crops(analyzer):
     probe = Probe()
     e = M.FaceEmbedder(probe)([(im, face)])
     assert probe.seen == [(1, 3, 112, 112)] and e.shape == (1, 3)    # not dlib's 150x150 chip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bootstrap intervals and paired differences
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 1.0, 400)
+    lo, hi = M.bootstrap_interval(x, n_boot=4000, seed=1)
+    se = x.std() / math.sqrt(len(x))
+    assert lo < x.mean() < hi
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.1)     # percentile interval ≈ mean ± 1.96 SE
+    assert M.bootstrap_interval([3.0, 3.0, None, 3.0]) == (3.0, 3.0)  # constant values; None dropped
+    with pytest.raises(ValueError, match="no values"):
+        M.bootstrap_interval([None])
+
+
+def _score(cos, rank, pose, found=True):
+    return M.TripleScores(cos, 0.8, rank, pose if found else None, None, None, None, None, found)
+
+
+def test_intervals_and_paired_differences_over_pairs():
+    a = [_score(0.9 + 0.01 * k, 0, 2.0 + 0.1 * k) for k in range(20)]
+    b = [_score(0.85 + 0.01 * k, 3, 3.0 + 0.1 * k, found=k % 2 == 0) for k in range(20)]
+    iv = M.intervals(a, seed=0)
+    assert iv["id_top1"] == [1.0, 1.0] and iv["face_found"] == [1.0, 1.0]
+    assert iv["id_cos_source"][0] < np.mean([s.id_cos_source for s in a]) < iv["id_cos_source"][1]
+    d = M.paired_differences(a, b, seed=0)
+    # every pair differs by exactly +0.05 in cosine and -1° in pose (where the other result has a face)
+    assert d["id_cos_source"]["mean"] == pytest.approx(0.05) and d["id_cos_source"]["low"] == pytest.approx(0.05)
+    assert d["pose_error"]["mean"] == pytest.approx(-1.0) and d["pose_error"]["n"] == 10
+    assert d["id_top1"]["mean"] == 1.0 and d["face_found"]["mean"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same pairs"):
+        M.paired_differences(a, b[:3])

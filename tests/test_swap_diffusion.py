@@ -502,3 +502,82 @@ def test_swap_identity_score_uses_cross_identity_pairs(data, checkpoint):
     outside = (data.masks[s["targets"]] == 0).expand(-1, 3, -1, -1)
     assert outside.any()
     torch.testing.assert_close(s["results"][outside], data.crops[s["targets"]][outside])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the source's pixels: warped reference, its degradation, the residual on it, and the null condition
+
+
+def test_warping_a_face_onto_itself_gives_the_face_back(aligned):
+    a = aligned[0]
+    ref = D.warped_references([a.crop], [a.landmarks68], [a.crop], [a.landmarks68])[0]
+    m = torch.from_numpy(a.mask) > 0.5
+    err = (ref - D.to_unit(a.crop[None])[0]).abs()[:, m]
+    assert err.mean() < 0.02          # identity warp and a colour transfer onto its own statistics
+    g = torch.Generator().manual_seed(0)
+    degraded = D.warped_references([a.crop], [a.landmarks68], [a.crop], [a.landmarks68], g, warp_jitter=0.02,
+                                   colour_jitter=0.1, blur_prob=1.0)[0]
+    assert (degraded - ref).abs()[:, m].mean() > 0.02 and degraded.abs().max() <= 1 + 1e-6
+
+
+def test_source_pixels_model_needs_its_reference_and_drops_it_for_the_null_branch(data):
+    cfg = tiny(source_pixels=True)
+    model = D.SwapDiffusion(cfg)
+    assert model.unet.config.in_channels == 3 + D.condition_channels(True) == 15
+    i, j = data.pairs(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="needs the warped source"):
+        model.condition(data.crops[i], data.masks[i], data.landmarks68[i])
+    ref = data.references(i, j)
+    cond = model.condition(data.crops[i], data.masks[i], data.landmarks68[i], ref)
+    torch.testing.assert_close(cond[:, -3:], ref * data.masks[i])
+    null = model.null_condition(cond)
+    assert torch.equal(null[:, :-3], cond[:, :-3]) and not null[:, -3:].any()
+    src = D.SwapData(data.crops, data.masks, data.landmarks68, data.embeddings, data.identities, 4,
+                     source_pixels=True, augment={"warp_jitter": 0.01, "colour_jitter": 0.05, "blur_prob": 0.5})
+    batch = src(0, torch.Generator().manual_seed(1))
+    assert len(batch) == 6 and batch[5].shape == batch[0].shape
+    loss = model(*batch)
+    assert torch.isfinite(loss["loss"])
+    with pytest.raises(ValueError, match="augment takes"):
+        D.SwapData(data.crops, data.masks, data.landmarks68, data.embeddings, data.identities, 4, augment={"x": 1})
+
+
+def test_reference_skip_is_a_residual_on_the_warped_source(data):
+    with pytest.raises(ValueError, match="reference_skip adds the warped source"):
+        tiny(reference_skip=True, prediction="v", source_pixels=True)
+    model = D.SwapDiffusion(tiny(source_pixels=True, reference_skip=True, prediction="x0")).eval()
+    i, j = data.pairs(2, torch.Generator().manual_seed(0))
+    cond = model.condition(data.crops[i], data.masks[i], data.landmarks68[i], data.references(i, j))
+    x, t, tok = torch.randn(2, 3, 32, 32), torch.tensor([5, 50]), model.tokens(data.embeddings[j])
+    raw = model.unet(torch.cat([x, cond], 1), t, encoder_hidden_states=tok).sample
+    torch.testing.assert_close(model.output(x, t, cond, tok), raw + cond[:, -3:])
+    null = model.null_condition(cond)
+    raw0 = model.unet(torch.cat([x, null], 1), t, encoder_hidden_states=tok).sample
+    torch.testing.assert_close(model.output(x, t, null, tok), raw0)      # nothing to add in the ∅ branch
+
+
+def test_sampler_options_make_the_cli_flags_and_check_the_model():
+    import argparse
+
+    from dfs.swap.config import SamplerOptions
+    p = argparse.ArgumentParser()
+    SamplerOptions.add_arguments(p)
+    flags = {a.dest for a in p._actions if a.dest != "help"}
+    assert flags == {"steps", "guidance", "id_guidance", "strength", "ilvr"}
+    o = SamplerOptions.from_args(p.parse_args(["--steps", "7", "--id-guidance", "0.5"]))
+    assert o.given() == {"steps": 7, "id_guidance": 0.5}
+    cfg = tiny()
+    r = o.resolve(cfg)
+    assert (r.steps, r.guidance, r.id_guidance, r.strength, r.ilvr) == (7, cfg.guidance, 0.5, 1.0, 0)
+    for bad, msg in (({"steps": 0}, "steps must be in"), ({"guidance": -1.0}, "must be >= 0"),
+                     ({"strength": 1.5}, "strength must be in"), ({"ilvr": 5}, "ilvr must be 0")):
+        with pytest.raises(ValueError, match=msg):
+            SamplerOptions(**bad).resolve(cfg)
+
+
+def test_diffusion_swap_takes_options_one_way(checkpoint):
+    from dfs.swap.config import SamplerOptions
+    m = D.DiffusionSwap(checkpoint, steps=2, device="cpu")
+    assert m.sampler.steps == 2 and m.sampler.guidance == tiny().guidance
+    with pytest.raises(ValueError, match="either as sampler"):
+        D.DiffusionSwap(checkpoint, sampler=SamplerOptions(steps=2), steps=3, device="cpu")

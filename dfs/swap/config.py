@@ -17,7 +17,7 @@ from pathlib import Path
 PRESETS = ("quick", "full")
 MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
                 "plain_levels", "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma",
-                "schedule", "T", "prediction", "source_pixels")
+                "schedule", "T", "prediction", "source_pixels", "reference_skip")
 
 
 @dataclass
@@ -41,6 +41,8 @@ class SwapConfig:
     source_pixels: bool = False            # also condition on the source's pixels: its crop warped onto the
                                            # target's landmarks and colour-matched (3 more input channels);
                                            # False: the identity tokens alone carry the source (the ablation)
+    reference_skip: bool = False           # x0-prediction with source_pixels: x̂_0 = U-Net output + r ⊙ m, so an
+                                           # untrained network already returns the warped source inside the mask
     # -- the losses ---------------------------------------------------------------------------------------------
     p_uncond: float = 0.1                  # identity tokens -> null tokens with this probability (CFG)
     id_weight: float = 0.1                 # lambda_id of the identity loss (0 turns it off)
@@ -96,6 +98,9 @@ class SwapConfig:
             raise ValueError(f"id_t_max must be in (0, T={self.T}], got {self.id_t_max}")
         if self.prediction not in ("eps", "v", "x0"):
             raise ValueError(f"prediction must be 'eps', 'v' or 'x0', got {self.prediction!r}")
+        if self.reference_skip and not (self.source_pixels and self.prediction == "x0"):
+            raise ValueError("reference_skip adds the warped source to the predicted x_0: it needs source_pixels: true "
+                             "and prediction: x0")
         if self.template not in ("ffhq", "arcface"):
             raise ValueError(f"template must be 'ffhq' or 'arcface', got {self.template!r}")
         if not 0 < self.strength <= 1:

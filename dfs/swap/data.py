@@ -132,6 +132,11 @@ class SwapData:
 
     def __call__(self, step: int, generator: torch.Generator):
         i, j = self.pairs(self.batch_size, generator)
+        return self.batch(i, j, generator)
+
+    def batch(self, i, j, generator: torch.Generator):
+        """The training batch for targets ``i`` and sources ``j`` (flips and degradations drawn from
+        ``generator``): (target, mask, landmarks68, source embedding, chip matrix[, warped source])."""
         crops, masks, lm, chip = self.crops[i], self.masks[i], self.landmarks68[i], self.chip_M[i]
         if self.flip:
             f = torch.rand(len(i), generator=generator) < 0.5
@@ -198,12 +203,13 @@ def cross_pairs(data: SwapData, n: int, seed: int = 0) -> tuple[torch.Tensor, to
 
 def identity_cosines(out: torch.Tensor, data: SwapData, i, j, blur: float = 0.0) -> dict:
     """Mean cosines of ID(``out``) (crops aligned like ``data.crops[i]``) to the sources' embeddings
-    ``data.embeddings[j]`` and to the targets' ``data.embeddings[i]``.  ``blur``: a Gaussian blur (standard
+    ``data.embeddings[j]`` and to the targets' ``data.embeddings[i]`` (and the per-pair values).  ``blur``: a Gaussian blur (standard
     deviation, pixels) first — a check that the identity is not a high-frequency pattern that only the identity
     network (the loss's, and the metric's) reads."""
     if blur > 0:
         import torchvision.transforms.functional as TF
         out = TF.gaussian_blur(out, 2 * math.ceil(2 * blur) + 1, blur)
     e = identity_of_crops(out, data.chip_M[i])
-    return {"cos_source": float((e * data.embeddings[j]).sum(-1).mean()),
-            "cos_target": float((e * data.embeddings[i]).sum(-1).mean())}
+    to_source, to_target = (e * data.embeddings[j]).sum(-1), (e * data.embeddings[i]).sum(-1)
+    return {"cos_source": float(to_source.mean()), "cos_target": float(to_target.mean()),
+            "per_pair_source": to_source.tolist(), "per_pair_target": to_target.tolist()}

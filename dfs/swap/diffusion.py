@@ -189,8 +189,11 @@ class SwapDiffusion(nn.Module):
         return self.id_proj((e - self.id_mean) / self.id_std)
 
     def output(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """The U-Net's raw output: ε or v (``config.prediction``)."""
-        return self.unet(torch.cat([x_t, cond.to(x_t.dtype)], 1), t, encoder_hidden_states=tokens.to(x_t.dtype)).sample
+        """y_θ: the U-Net's output, ε, v or x̂_0 (``config.prediction``); with ``reference_skip`` the x̂_0 is
+        the U-Net's output plus the condition's r ⊙ m (zero in the ∅ branch, :meth:`null_condition`), a residual
+        on the warped source: the network learns what to change in the warp, not the face from scratch."""
+        y = self.unet(torch.cat([x_t, cond.to(x_t.dtype)], 1), t, encoder_hidden_states=tokens.to(x_t.dtype)).sample
+        return y + cond[:, -3:].to(y.dtype) if self.config.reference_skip else y
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """ε_θ(x_t, t, c, τ): the output itself, or ε̂ = √(1−ᾱ_t) x_t + √ᾱ_t v̂ for a v-model (what samplers take)."""
@@ -332,7 +335,9 @@ def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps:
                         seed: int = 0, id_guidance: float = 0.0, strength: float = 1.0, blur: float = 0.0) -> dict:
     """Swap ``n`` cross-identity pairs of ``data`` (:func:`cross_pairs`) and return the mean cosines of ID(result)
     (blended through the mask) to the source's embedding and to the target's own (the identity the swap should
-    replace; :func:`identity_cosines`, after a ``blur`` when > 0), and the results (B, 3, S, S) in [−1, 1]."""
+    replace; :func:`identity_cosines`, after a ``blur`` when > 0), and the results (B, 3, S, S) in [−1, 1]; for a
+    ``source_pixels`` model also "warped": the warped sources blended through the same masks (the input it
+    refines, what the classical swap would paste before its Poisson blending)."""
     i, j = cross_pairs(data, n, seed)
     was = model.training
     model.eval()
@@ -343,7 +348,8 @@ def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps:
                      strength=strength, reference=ref).cpu()
     model.train(was)
     out = mask * x0 + (1 - mask) * tgt
-    return {**identity_cosines(out, data, i, j, blur), "results": out, "targets": i, "sources": j}
+    extra = {} if ref is None else {"warped": mask * ref + (1 - mask) * tgt}
+    return {**identity_cosines(out, data, i, j, blur), "results": out, "targets": i, "sources": j, **extra}
 
 
 # ---------------------------------------------------------------------------------------------------------------
