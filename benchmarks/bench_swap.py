@@ -1,6 +1,6 @@
 """The diffusion face swap: dfs Trainer step vs a bare loop on the same model, and sampling seconds per swap.
 
-    python benchmarks/bench_swap.py                         # quick preset (32 px), CPU or CUDA
+    python benchmarks/bench_swap.py                         # quick preset (64 px), CPU or CUDA
     python benchmarks/bench_swap.py --threads 1 --repeats 5 # CPU time of one thread (robust on a shared machine)
     python benchmarks/bench_swap.py --config full --batch 16 --sample-batch 8      # a GPU-sized run
 
@@ -8,7 +8,7 @@ Part 1 runs the swap model's training step (``SwapDiffusion.forward``: ε-MSE + 
 clipping, EMA) through ``dfs.train.Trainer`` and through the same step written out by hand, interleaved A/B/A/B
 over ``--repeats`` runs of ``--steps`` steps, on one constant batch of real training-shaped tensors (random crops,
 a real face's landmarks and mask), and prints the Trainer's overhead.  Part 2 times ``sample_swap`` (DDIM,
-``--sample-steps`` steps, classifier-free guidance 2, i.e. two U-Net branches per step) per swap at batch 1 and
+``--sample-steps`` steps, the preset's classifier-free guidance, i.e. two U-Net branches per step) per swap at batch 1 and
 at ``--sample-batch``, with and without identity-gradient guidance.  Weights are untrained: the time does not
 depend on them.  With ``--threads 1`` on a CPU the clock is process CPU time; otherwise wall time.
 """
@@ -38,7 +38,8 @@ def fake_batch(cfg, B, device):
     emb = torch.nn.functional.normalize(torch.randn(B, cfg.id_dim, generator=g), dim=-1)
     crops = torch.rand(B, 3, S, S, generator=g) * 2 - 1
     chip = torch.tensor([[150 / S, 0, 0], [0, 150 / S, 0]]).expand(B, 2, 3).contiguous()
-    return tuple(x.to(device) for x in (crops, mask, lm, emb, chip))
+    extra = (torch.rand(B, 3, S, S, generator=g) * 2 - 1,) if cfg.source_pixels else ()   # the warped source
+    return tuple(x.to(device) for x in (crops, mask, lm, emb, chip, *extra))
 
 
 def time_trainer(model, batch, steps, warmup, device):
@@ -64,12 +65,13 @@ def time_bare(model, batch, steps, warmup, device):
 
 
 def time_sampling(model, cfg, B, steps, id_guidance, device, repeats):
-    crops, mask, lm, emb, chip = fake_batch(cfg, B, device)
+    crops, mask, lm, emb, chip, *ref = fake_batch(cfg, B, device)
     runs = []
     for r in range(repeats + 1):  # the first run warms up
         sync(device)
         t0 = clock()
-        D.sample_swap(model, crops, mask, lm, emb, steps, 2.0, id_guidance, chip)
+        D.sample_swap(model, crops, mask, lm, emb, steps, cfg.guidance, id_guidance, chip,
+                      reference=ref[0] if ref else None)
         sync(device)
         if r:
             runs.append((clock() - t0) / B)
@@ -116,7 +118,7 @@ def main(argv=None):
     print(f"  Trainer overhead: {100 * (ms['dfs Trainer'] / ms['bare loop'] - 1):+.1f} %")
 
     model = D.SwapDiffusion(cfg).eval().to(device)
-    print(f"\nsampling: DDIM {args.sample_steps} steps, guidance 2.0 (2 branches), {cfg.image_size} px, "
+    print(f"\nsampling: DDIM {args.sample_steps} steps, guidance {cfg.guidance:g} (2 branches), {cfg.image_size} px, "
           f"median of {args.repeats}:")
     for B in (1, args.sample_batch):
         for g in (0.0, 1.0):

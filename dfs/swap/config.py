@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-PRESETS = ("quick", "full")
+PRESETS = ("quick", "full", "quick_tokens")
 MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
                 "plain_levels", "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma",
                 "schedule", "T", "prediction", "source_pixels", "reference_skip")
