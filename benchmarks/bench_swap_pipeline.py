@@ -35,6 +35,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     clock = time.process_time if args.threads == 1 else time.perf_counter
     photos = sorted((repo_root() / "data" / "lfw_home" / "lfw_funneled").glob("*/*_0001.jpg"))
+    if not 1 <= args.pairs <= len(photos) // 2:
+        raise SystemExit(f"--pairs must be in 1..{len(photos) // 2} (one photo per person of the embedded data)")
     sources, targets = photos[:args.pairs], photos[args.pairs:2 * args.pairs]
     methods = {"diffusion": get_method("diffusion", steps=args.steps, device="cpu", batch_size=args.batch),
                "faceshifter": get_method("faceshifter", device="cpu", batch_size=args.batch),

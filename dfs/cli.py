@@ -110,7 +110,8 @@ def _ship_weights(args) -> int:
     from .swap.shipped import ship
 
     try:
-        out = ship(args.model, args.checkpoint, time_log=args.time_log, eval_json=args.eval_json, note=args.note)
+        out = ship(args.model, args.checkpoint, time_log=args.time_log, eval_json=args.eval_json, note=args.note,
+                   data=args.data)
     except (ValueError, FileNotFoundError) as e:
         print(f"dfs ship-weights: {e}", file=sys.stderr)
         return 2
@@ -144,9 +145,10 @@ def _swap(args) -> int:
     from .faces.detect import FaceNotFoundError
     from .faces.images import BadImageError
     from .swap.errors import SwapOutOfMemory
+    from .swap.pipeline import SwapNote
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+        warnings.simplefilter("always", SwapNote)
         try:
             paths = _run_swap(args)
         except (ValueError, FileNotFoundError, FaceNotFoundError, BadImageError, SwapOutOfMemory) as e:
@@ -154,7 +156,7 @@ def _swap(args) -> int:
         else:
             error = None
     for w in caught:       # which face of a crowded photo was used, which targets were skipped: one line each
-        if issubclass(w.category, UserWarning):
+        if issubclass(w.category, SwapNote):
             print(f"dfs swap: note: {w.message}", file=sys.stderr)
     if error is not None:
         print(f"dfs swap: {error}", file=sys.stderr)
@@ -177,7 +179,10 @@ def _run_swap(args) -> list:
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         raise ValueError(f"--target is a folder, so --out must be a folder, got {out}")
-    results = pipe.swap_many(args.source, target, seed=args.seed, errors="skip")
+    if args.target_face is not None:
+        raise ValueError("--target-face picks a face in one target photo; with a folder of targets each photo's "
+                         "largest face is used")
+    results = pipe.swap_many(args.source, target, seed=args.seed, errors="skip", source_face=args.source_face)
     return [r.save(out / (Path(r.target.name).stem + ".png")) for r in results]
 
 
@@ -221,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-swap", help="train a face-swap model (resumes from its checkpoints)")
     t.add_argument("--model", default="diffusion", choices=["diffusion", "faceshifter"],
                    help="the diffusion swap (default) or FaceShifter (AEI-Net, then HEAR-Net)")
-    t.add_argument("--config", default="quick", help="a preset (quick, full) or a YAML file (default quick)")
+    t.add_argument("--config", default="quick", help="a preset (quick, full, quick_tokens; faceshifter: quick, full) "
+                   "or a YAML file (default quick)")
     t.add_argument("--steps", type=int, default=None, help="override the configuration's number of steps "
                    "(faceshifter: AEI-Net's)")
     t.add_argument("--hear-steps", type=int, default=None, help="faceshifter: override HEAR-Net's steps")
@@ -235,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--time-log", default=None, help="the /usr/bin/time -v log of the training (wall time, memory)")
     w.add_argument("--eval-json", default=None, help="a dfs eval JSON of this run, for the provenance file")
     w.add_argument("--note", default="", help="a sentence for the provenance file")
+    w.add_argument("--data", default=None, help="the faces folder the run trained on, if the run did not record it")
     w.set_defaults(func=_ship_weights)
 
     s = sub.add_parser("swap", help="put the source's face identity onto the target photo(s)")

@@ -414,7 +414,7 @@ def load_weights(model: torch.nn.Module, checkpoint: str | Path, ema: bool = Tru
 def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | None = None,
                    dtype: torch.dtype = torch.float16) -> Path:
     """Ship a checkpoint folder as a small read-only one that every loader of this module accepts: its EMA weights
-    (its model weights when it has no EMA) as ``out/ema.safetensors``, floating-point *parameters* cast to
+    (its model weights when it has no EMA) under the same file name, floating-point *parameters* cast to
     ``dtype`` (buffers such as normalisation statistics stay float32), its ``state.json`` without optimiser state,
     and ``provenance.json`` (what made it: command, commit, data, wall time, losses, evaluation).  Written
     atomically; returns ``out``."""
@@ -433,7 +433,7 @@ def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | N
     try:
         cast = {k: (v.to(dtype) if v.is_floating_point() and not _is_statistic(k) else v).contiguous()
                 for k, v in tensors.items()}
-        save_file(cast, str(tmp / "ema.safetensors"), metadata={"source": str(weights.name), "dtype": str(dtype)})
+        save_file(cast, str(tmp / weights.name), metadata={"source": str(weights.name), "dtype": str(dtype)})
         (tmp / "state.json").write_text(json.dumps({"step": state["step"], "history": state["history"],
                                                     "config": state["config"]}, indent=1))
         (tmp / "provenance.json").write_text(json.dumps(provenance or {}, indent=1, default=str) + "\n")

@@ -100,3 +100,43 @@ def test_export_casts_parameters_and_keeps_statistics(tmp_path):
     assert not (out / "optimizer.pt").exists() and json.loads((out / "state.json").read_text())["step"] == 3
     with pytest.raises(FileNotFoundError, match="not a dfs checkpoint"):
         export_weights(tmp_path, tmp_path / "x")
+
+
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """No face, a non-image, a missing checkpoint, the other model's checkpoint: exit 2, one line, no file."""
+    from PIL import Image
+
+    from dfs.cli import main
+    face = str(PHOTOS / "Tom_Hanks" / "Tom_Hanks_0001.jpg")
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(blank)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not an image")
+    cases = [(["--method", "classical", "--source", str(blank), "--target", face], "no usable face in the source"),
+             (["--method", "classical", "--source", face, "--target", str(notes)], "notes.jpg"),
+             (["--method", "diffusion", "--source", face, "--target", face, "--checkpoint", str(tmp_path / "none")],
+              "no face-swap checkpoint"),
+             (["--method", "diffusion", "--source", face, "--target", face, "--checkpoint",
+               str(shipped_checkpoint("faceshifter"))], "not of a face-swap diffusion model"),
+             (["--method", "faceshifter", "--source", face, "--target", face, "--checkpoint",
+               str(shipped_checkpoint("diffusion"))], "diffusion-swap checkpoint")]
+    for k, (args, msg) in enumerate(cases):
+        out = tmp_path / f"out{k}.png"
+        assert main(["swap", *args, "--out", str(out)]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1 and err.startswith("dfs swap: "), err
+        assert not out.exists()
+
+
+def test_cli_two_faces_say_which_is_used(tmp_path, capsys):
+    from pathlib import Path
+
+    import insightface
+
+    from dfs.cli import main
+    group = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
+    face = str(PHOTOS / "Tom_Hanks" / "Tom_Hanks_0001.jpg")
+    assert main(["swap", "--method", "classical", "--source", face, "--target", str(group),
+                 "--out", str(tmp_path / "o.png"), "--target-face", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "faces in the target photo" in err and "using face 1" in err and (tmp_path / "o.png").is_file()

@@ -248,13 +248,21 @@ def lfw_pairs(subset: str = "10_folds", data_home: str | os.PathLike | None = No
                            **kwargs)
 
 
+def resolved_data(data: str | os.PathLike | None = None) -> Path:
+    """The faces folder a ``data`` setting means: itself, or (None) ``dfs.paths.data_dir()`` -- DFS_DATA, else the
+    embedded sample ``data/``."""
+    return (Path(data) if data is not None else data_dir()).resolve()
+
+
 def load_faces(data: str | os.PathLike | None = None):
     """The labelled photos in ``data`` (default ``dfs.paths.data_dir()``): LFW's layout when ``lfw_home/`` is
     there, else a folder-per-identity tree."""
-    root = Path(data) if data is not None else data_dir()
+    root = resolved_data(data)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder: --data must be a folder-per-identity tree of photos or a "
-                                "folder holding LFW's lfw_home/ (set DFS_DATA or pass --data)")
+                                "folder holding LFW's lfw_home/ (set DFS_DATA or pass --data). Without network, "
+                                "unset DFS_DATA to use the embedded sample in data/; with network, "
+                                "dfs.data.faces.lfw_dataset(download=True) fetches the full LFW into DFS_DATA")
     if (root / "lfw_home" / "lfw_funneled").is_dir():
         return lfw_dataset(root)
     return folder_dataset(root)

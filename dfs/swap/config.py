@@ -55,7 +55,7 @@ class SwapConfig:
     max_per_identity: int = 30
     flip: bool = True                      # mirror training targets left-right with probability 1/2
     warp_jitter: float = 0.01              # source_pixels: landmark noise before the training warp, fraction of S
-    colour_jitter: float = 0.05            # source_pixels: per-channel gain / offset noise on the training warp
+    colour_jitter: float = 0.05            # source_pixels: gain noise per channel, one offset, on the training warp
     blur_prob: float = 0.3                 # source_pixels: probability of a Gaussian blur of the training warp
     cache_dir: str | None = None           # aligned-crop cache (None: <user cache>/swap_faces_<S>_<template>)
     steps: int = 600
@@ -141,7 +141,7 @@ class SamplerOptions:
 
     steps: int | None = field(default=None, metadata={"help": "DDIM steps (default: the checkpoint's, 25)"})
     guidance: float | None = field(default=None, metadata={
-        "help": "classifier-free guidance scale s (1: the conditional model; default: the checkpoint's, 2.0)"})
+        "help": "classifier-free guidance scale s (1: the conditional model; default: the checkpoint's)"})
     id_guidance: float | None = field(default=None, metadata={
         "help": "identity-gradient guidance scale (slow; it optimises the network the metrics use; default 0)"})
     strength: float | None = field(default=None, metadata={

@@ -59,7 +59,7 @@ def to_unit(crops_uint8: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(crops: torch.Tensor) -> np.ndarray:
-    """(N, 3, S, S) float in [−1, 1] -> (N, S, S, 3) uint8 (the inverse of :func:`_to_unit`)."""
+    """(N, 3, S, S) float in [−1, 1] -> (N, S, S, 3) uint8 (the inverse of :func:`to_unit`)."""
     return ((crops.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 

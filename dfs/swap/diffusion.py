@@ -1,19 +1,25 @@
-"""The diffusion face swap: an inpainting diffusion model conditioned on the source's identity.
+"""The diffusion face swap: an inpainting diffusion model conditioned on the source's pixels and identity.
 
 In the spirit of DiffSwap (Zhao et al. 2023), REFace (Baliah et al. 2024) and DiffFace (Kim et al. 2022), on the
 aligned crops of :mod:`dfs.swap.pipeline` (side S, pixel space, values in [-1, 1]):
 
 * **Denoiser** ε_θ(x_t, t, c, τ(e)): a diffusers ``UNet2DConditionModel`` whose input is the noisy crop x_t
-  concatenated (channels) with the condition c = [ target ⊙ (1 - m),  m,  H(landmarks) ]: the target with its
-  face region blanked, the soft face mask m, and 5 landmark heatmaps (jaw, brows, nose, eyes, mouth; each the max
-  of isotropic Gaussians at the 68 landmarks of that group) that carry the target's pose and expression;
+  concatenated (channels) with the condition c = [ target ⊙ (1 - m),  m,  H(landmarks),  r ⊙ m ]: the target with
+  its face region blanked, the soft face mask m, 5 landmark heatmaps (jaw, brows, nose, eyes, mouth; each the max
+  of isotropic Gaussians at the 68 landmarks of that group) that carry the target's pose and expression, and (with
+  ``source_pixels``) the **reference** r: the source's crop warped piecewise-affinely onto the target's landmarks
+  and colour-matched (:func:`dfs.swap.data.warped_references`, the classical swap's steps 1-3).  With
+  ``reference_skip`` an x_0-model predicts a residual on it, x̂_0 = U_θ(...) + r ⊙ m, so the untrained network
+  already returns the warp and learns what to change in it (re-light, blend, repair);
 * **identity**: the source's identity embedding e (dlib's ResNet, 128-D unit vector) mapped to K tokens
   τ(e) = W (e − μ)/σ (``dfs.latent.EmbeddingTokens`` on the embedding standardised over the training faces:
   :meth:`SwapDiffusion.set_identity_statistics` says why) and read by the U-Net's cross-attention,
   softmax(Q Kᵀ/√d) V with K = W_K τ(e), V = W_V τ(e) (Rombach et al. 2022, eq. 3; the thesis's Fig. 1.5);
   replaced by learned null tokens ∅ with probability p_uncond for classifier-free guidance (Ho & Salimans 2022);
-* **training pairs**: x_0 = an aligned photo of a person, e = the embedding of *another* photo of the same person,
-  so the masked face must be rebuilt from the identity tokens and the target's context;
+* **training pairs** (self-reconstruction, :class:`dfs.swap.data.SwapData`): x_0 = an aligned photo of a person,
+  e and r from *another* photo of the same person (r degraded: landmark jitter, colour, blur), so the masked face
+  must be rebuilt from the source's pixels and identity and the target's context.  The ∅ condition of
+  classifier-free guidance drops the tokens and r together (:meth:`SwapDiffusion.null_condition`);
 * **losses** (``SwapDiffusion.forward``):
   L = ‖y − y_θ(x_t, t, c, τ(e))‖²                                          (denoising term)
     + λ_id · w(t) · (1 − cos(ID(m ⊙ x̂_0 + (1 − m) ⊙ x_0), e))               (identity loss)
@@ -47,7 +53,7 @@ Training goes through :class:`dfs.train.Trainer` (:func:`train_swap`); :class:`D
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import math
 import os
@@ -59,6 +65,7 @@ import torch.nn as nn
 
 from dfs.diffusion import (NoiseSchedule, ddim_sample, ddim_timesteps, extract, ilvr_refine, predict_eps_from_v,
                            predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v, q_sample, v_target)
+from dfs.data.faces import resolved_data
 from dfs.faces.align import IBUG68_GROUPS
 from dfs.faces.identity_chips import (CHIP_PADDING, CHIP_SIZE, FaceEmbedder, chip_matrices, chip_matrix,  # noqa: F401
                                       identity_encoder, identity_of_crops)
@@ -107,7 +114,8 @@ def id_loss_weight(sched: NoiseSchedule, t: torch.Tensor, t_max: int) -> torch.T
 
 
 def build_swap_unet(cfg: SwapConfig):
-    """A diffusers ``UNet2DConditionModel`` for the swap: input x_t ⊕ c (3 + 9 channels), output ε (3 channels);
+    """A diffusers ``UNet2DConditionModel`` for the swap: input x_t ⊕ c (3 + 9 channels, 3 + 12 with
+    ``source_pixels``), output y_θ (3 channels);
     no attention on the first ``plain_levels`` levels, cross-attention (width ``token_dim``) on the others and in
     the middle block.  Why not everywhere: a transformer block on an L×L level costs L⁴ (self-attention over L²
     positions), so at 64 px the 32×32 level alone made a training step 2× slower (measured: 2.05 s with
@@ -362,7 +370,8 @@ def train_config(config: SwapConfig, progress: bool = True, checkpoint_dir: str 
                        warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, ema_decay=config.ema_decay,
                        seed=config.seed, checkpoint_dir=str(checkpoint_dir or config.resolved_checkpoint_dir()),
                        checkpoint_every=config.checkpoint_every, log_every=config.log_every, progress=progress,
-                       mixed_precision=config.mixed_precision, extra={"swap_config": config.to_dict()})
+                       mixed_precision=config.mixed_precision,
+                       extra={"swap_config": config.to_dict(), "data_dir": str(resolved_data(config.data))})
 
 
 def saved_config(checkpoint: str | os.PathLike) -> dict:
@@ -407,6 +416,8 @@ def find_checkpoint(checkpoint: str | os.PathLike) -> Path:
     if (p / "state.json").is_file():
         return p
     last = latest_checkpoint(p)
+    if last is None and (p / "aei").is_dir():
+        raise ValueError(f"{p} is a FaceShifter run, not of a face-swap diffusion model: use --method faceshifter")
     if last is None:
         raise FileNotFoundError(f"no face-swap checkpoint at {p}: train one with `dfs train-swap --config quick` "
                                 "or pass --checkpoint <run folder or step_NNNNNNN folder>")
@@ -460,6 +471,11 @@ class DiffusionSwap:
         cfg = self.config
         if sampler is not None and sampler_options:
             raise ValueError("pass the sampler options either as sampler=SamplerOptions(...) or as keywords")
+        sampler_options = {k: v for k, v in sampler_options.items() if v is not None}
+        unknown = set(sampler_options) - {f.name for f in dataclasses.fields(SamplerOptions)}
+        if unknown:
+            raise ValueError(f"unknown sampler option(s) {sorted(unknown)}; the options are the fields of "
+                             "dfs.swap.config.SamplerOptions")
         self.sampler = (sampler or SamplerOptions(**sampler_options)).resolve(cfg)
         self.crop_size, self.template, self.batch_size = cfg.image_size, cfg.template, int(batch_size)
         self.progress = progress

@@ -591,7 +591,8 @@ class FaceShifterSwap:
         else:
             self.aei, self.hear, self.config, path = load_faceshifter(checkpoint or default_checkpoint(),
                                                                       hear=hear, device=self.device)
-            self.checkpoint = str(path.parent.parent if path.parent.name == "aei" else path)
+            self.checkpoint = str(path.parent.parent if path.parent.name == "aei" else
+                                  path.parent if path.name == "aei" else path)
         if self.hear is not None:
             self.hear = self.hear.eval().to(self.device)
         self.use_hear = bool(hear) and self.hear is not None

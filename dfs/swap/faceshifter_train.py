@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from dfs.data.faces import resolved_data
 from dfs.swap.config import check_compatible
 from dfs.swap.data import cross_pairs, identity_cosines, prepare_training_data
 from dfs.swap.errors import SwapOutOfMemory, oom_message
@@ -89,7 +90,8 @@ def _train_config(cfg: FaceShifterConfig, folder: Path, steps: int, lr: float, p
                        warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay,
                        seed=cfg.seed, checkpoint_dir=str(folder), checkpoint_every=cfg.checkpoint_every,
                        log_every=cfg.log_every, progress=progress, mixed_precision=cfg.mixed_precision,
-                       extra={"faceshifter_config": cfg.to_dict(), **extra})
+                       extra={"faceshifter_config": cfg.to_dict(), "data_dir": str(resolved_data(cfg.data)),
+                              **extra})
 
 
 def _refuse_other_model(folder: Path, cfg: FaceShifterConfig) -> None:

@@ -36,6 +36,11 @@ from dfs.faces.detect import Face, FaceAnalyzer, FaceNotFoundError
 from dfs.faces.images import load_image, to_rgb_uint8
 
 
+class SwapNote(UserWarning):
+    """What the pipeline chose for the user and says so: which face of a crowded photo, which targets it skipped
+    (``dfs swap`` prints these as one-line notes)."""
+
+
 @dataclass
 class AlignedFace:
     """A detected face and its aligned crop.  ``matrix`` maps photo pixels to crop pixels."""
@@ -244,7 +249,7 @@ class SwapPipeline:
             face = faces[i]
             if len(faces) > 1:
                 warnings.warn(f"{len(faces)} faces in the {role} photo {name}: using face {i} (faces are numbered by "
-                              f"size, 0 = largest); pass --{role}-face K to use another", stacklevel=2)
+                              f"size, 0 = largest); pass --{role}-face K to use another", SwapNote, stacklevel=2)
         if face.landmarks68 is None:
             raise ValueError(f"the face mask needs 68-point landmarks, which the {self.analyzer.backend} analyzer "
                              "did not return; use FaceAnalyzer(backend='dlib')")
@@ -295,7 +300,7 @@ class SwapPipeline:
         return self.run([s], [t], seed, options)[0]
 
     def swap_many(self, source, targets: Sequence, seed: int = 0, errors: str = "raise",
-                  **options) -> list[SwapResult]:
+                  source_face: int | None = None, **options) -> list[SwapResult]:
         """One source onto many targets (paths, arrays, or a folder of photos), in batches.
 
         ``errors="skip"`` leaves out targets without a face (or unreadable), with a warning each; they are listed
@@ -309,7 +314,7 @@ class SwapPipeline:
             targets = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
             if not targets:
                 raise ValueError(f"{folder}: no image files (.jpg, .png, ...) to use as targets")
-        s = source if isinstance(source, AlignedFace) else self.align(source, "source")
+        s = source if isinstance(source, AlignedFace) else self.align(source, "source", index=source_face)
         aligned, kept, self.skipped = [], [], []
         for i, t in enumerate(targets):
             try:
@@ -321,6 +326,6 @@ class SwapPipeline:
                 if errors == "raise":
                     raise
                 self.skipped.append((str(t) if isinstance(t, (str, os.PathLike)) else f"target {i}", str(e)))
-                warnings.warn(f"skipped a target: {e}", stacklevel=2)
+                warnings.warn(f"skipped a target: {e}", SwapNote, stacklevel=2)
         # the i-th target keeps seed + i whatever was skipped before it
         return self.run([s] * len(aligned), aligned, seed, options, seeds=[seed + i for i in kept])

@@ -65,14 +65,15 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def provenance(model: str, run: Path, time_log=None, eval_json=None, note: str = "") -> dict:
-    """What made the run in ``run`` (module docstring)."""
+def provenance(model: str, run: Path, time_log=None, eval_json=None, note: str = "", data=None) -> dict:
+    """What made the run in ``run`` (module docstring).  ``data``: the faces folder it trained on, for a run that
+    did not record it."""
     state = json.loads((run / "state.json").read_text())
     extra = state["config"].get("extra", {})
     cfg = extra.get("swap_config") or extra.get("faceshifter_config") or {}
     info = {"model": model, "command": RETRAIN[model], "step": state["step"],
             "commit": _git("rev-parse", "HEAD"), "uncommitted_changes": bool(_git("status", "--porcelain")),
-            "data": cfg.get("data") or "DFS_DATA unset: the embedded sample data/lfw_home (data/README.md)",
+            "data": extra.get("data_dir") or cfg.get("data") or (str(data) if data else "not recorded"),
             "held_out": cfg.get("held_out"), "split_seed": cfg.get("split_seed"),
             "final_losses": state["history"][-1] if state["history"] else None,
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -93,7 +94,7 @@ def provenance(model: str, run: Path, time_log=None, eval_json=None, note: str =
 
 
 def ship(model: str, checkpoint: str | Path, time_log=None, eval_json=None, out: str | Path | None = None,
-         note: str = "") -> Path:
+         note: str = "", data=None) -> Path:
     """Export the run in ``checkpoint`` (a run folder; FaceShifter's holds aei/ and hear/) as the shipped weights
     of ``model`` (or into ``out``)."""
     if model not in SHIPPED:
@@ -106,5 +107,5 @@ def ship(model: str, checkpoint: str | Path, time_log=None, eval_json=None, out:
         if last is None:
             raise FileNotFoundError(f"no checkpoint in {folder}: train it with `{RETRAIN[model]}` first")
         export_weights(last, out / sub if sub else out,
-                       provenance(model, last, time_log, eval_json if sub in ("", "hear") else None, note))
+                       provenance(model, last, time_log, eval_json if sub in ("", "hear") else None, note, data))
     return out
