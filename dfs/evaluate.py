@@ -104,6 +104,11 @@ def self_swap_scores(result_image: np.ndarray, target) -> tuple[float, float]:
     return psnr(result_image, target.image, mask=m), ssim(result_image[box], target.image[box])
 
 
+def format_value(v, f: str = "{:.2f}") -> str:
+    """``f.format(v)``, or "–" for a metric that was not measured (None: e.g. no face found in any result)."""
+    return _fmt(v, f)
+
+
 def _fmt(v, f: str) -> str:
     if v is None:
         return "–"

@@ -229,6 +229,11 @@ def test_strength_starts_from_the_noised_target_on_the_last_timesteps(data, monk
     torch.testing.assert_close(seen["x_T"], q_sample(m.schedule, target, want[0], x_T))
     D.sample_swap(m, target, mask, lm, emb, steps=10, x_T=x_T)          # strength 1: pure noise, every timestep
     assert seen["timesteps"] is None and torch.equal(seen["x_T"], x_T)
+    # a model given the source's pixels starts from the warp composited into the target, not from the target
+    mp = D.SwapDiffusion(tiny(source_pixels=True)).eval()
+    ref = torch.rand(target.shape) * 2 - 1
+    D.sample_swap(mp, target, mask, lm, emb, steps=10, x_T=x_T, strength=0.35, reference=ref)
+    torch.testing.assert_close(seen["x_T"], q_sample(mp.schedule, mask * ref + (1 - mask) * target, want[0], x_T))
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="strength"):
             D.sample_swap(m, target, mask, lm, emb, steps=10, x_T=x_T, strength=bad)

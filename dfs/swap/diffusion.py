@@ -333,7 +333,10 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
     if strength < 1:
         k = max(1, math.ceil(strength * steps))
         timesteps = ddim_timesteps(model.schedule.T, steps)[steps - k:]
-        start = q_sample(model.schedule, target, timesteps[0], noise)
+        # a model given the source's pixels starts from them (the warp composited into the target), so the
+        # noised start carries the source's face rather than the target's
+        x_start = target if reference is None else mask * reference.to(dev) + (1 - mask) * target
+        start = q_sample(model.schedule, x_start, timesteps[0], noise)
     return ddim_sample(eps_fn, model.schedule, target.shape, steps, eta, generator, dev, clip_x0=1.0, x_T=start,
                        progress=progress, timesteps=timesteps, after_step=after_step)
 

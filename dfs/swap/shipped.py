@@ -106,6 +106,24 @@ def ship(model: str, checkpoint: str | Path, time_log=None, eval_json=None, out:
         last = folder if (folder / "state.json").is_file() else latest_checkpoint(folder)
         if last is None:
             raise FileNotFoundError(f"no checkpoint in {folder}: train it with `{RETRAIN[model]}` first")
-        export_weights(last, out / sub if sub else out,
-                       provenance(model, last, time_log, eval_json if sub in ("", "hear") else None, note, data))
+        info = provenance(model, last, time_log, eval_json if sub in ("", "hear") else None, note, data)
+        dest = export_weights(last, out / sub if sub else out, info)
+        if model == "diffusion":
+            _use_preset_sampler_defaults(dest, info)
     return out
+
+
+def _use_preset_sampler_defaults(folder: Path, info: dict) -> None:
+    """The sampler defaults (steps, guidance, strength, ...) are not part of the model: the shipped folder takes the
+    quick preset's, so that the preset stays their one source, and the provenance file records them."""
+    from dfs.swap.config import SamplerOptions, load_config
+
+    preset = load_config("quick")
+    state = json.loads((folder / "state.json").read_text())
+    cfg = state["config"]["extra"]["swap_config"]
+    defaults = {c: getattr(preset, c) for c in SamplerOptions.CONFIG_FIELDS.values()}
+    info["sampler_defaults"] = {"from": "dfs/swap/presets/quick.yaml", **defaults,
+                                "trained_with": {c: cfg.get(c) for c in defaults}}
+    cfg.update(defaults)
+    (folder / "state.json").write_text(json.dumps(state, indent=1))
+    (folder / "provenance.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
