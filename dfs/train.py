@@ -431,8 +431,8 @@ def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | N
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-incomplete-"))
     try:
-        cast = {k: (v.to(dtype) if v.is_floating_point() and not _is_statistic(k) else v).contiguous()
-                for k, v in tensors.items()}
+        cast = {k: (tensors[k].to(dtype) if tensors[k].is_floating_point() and not _is_statistic(k) else tensors[k])
+                .contiguous() for k in sorted(tensors)}
         save_file(cast, str(tmp / weights.name), metadata={"source": str(weights.name), "dtype": str(dtype)})
         (tmp / "state.json").write_text(json.dumps({"step": state["step"], "history": state["history"],
                                                     "config": state["config"]}, indent=1))
