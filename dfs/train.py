@@ -20,6 +20,7 @@ returning a batch, or any iterable (a DataLoader), cycled. Everything else lives
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -315,10 +316,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write ``<checkpoint_dir>/step_NNNNNNN/`` atomically and prune old ones; returns its path."""
         root = Path(self.config.checkpoint_dir)
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"{CHECKPOINT_PREFIX}{self.step:07d}"
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".incomplete-"))
-        try:
+        with atomic_folder(final) as tmp:
             save_model(self.raw_model, str(tmp / "model.safetensors"))
             if self._ema is not None:
                 save_model(self._ema, str(tmp / "ema.safetensors"))
@@ -329,12 +328,6 @@ class Trainer:
             cfg = asdict(self.config)
             (tmp / "state.json").write_text(json.dumps(
                 {"step": self.step, "history": self.history, "config": cfg}, indent=1, default=str))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         for old in list_checkpoints(root)[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -411,6 +404,23 @@ def load_weights(model: torch.nn.Module, checkpoint: str | Path, ema: bool = Tru
     return model
 
 
+@contextlib.contextmanager
+def atomic_folder(final: Path):
+    """A temporary folder beside ``final`` (named ``.incomplete-...``, which no loader reads) that replaces
+    ``final`` in one rename when the block succeeds; on an error or a kill it is removed or left aside, never
+    half-written in ``final``'s place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".incomplete-"))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | None = None,
                    dtype: torch.dtype = torch.float16) -> Path:
     """Ship a checkpoint folder as a small read-only one that every loader of this module accepts: its EMA weights
@@ -428,9 +438,7 @@ def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | N
     tensors = load_file(str(weights))
     state = json.loads(state_file.read_text())
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-incomplete-"))
-    try:
+    with atomic_folder(out) as tmp:
         cast = {k: (tensors[k].to(dtype) if tensors[k].is_floating_point() and not _is_statistic(k) else tensors[k])
                 .contiguous() for k in sorted(tensors)}
         save_file(cast, str(tmp / weights.name), metadata={"source": str(weights.name), "dtype": str(dtype)})
@@ -440,12 +448,6 @@ def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | N
         os.chmod(tmp, 0o755)                                   # mkdtemp makes it private; shipped files are not
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
