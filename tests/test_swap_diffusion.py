@@ -586,3 +586,27 @@ def test_diffusion_swap_takes_options_one_way(checkpoint):
     assert m.sampler.steps == 2 and m.sampler.guidance == tiny().guidance
     with pytest.raises(ValueError, match="either as sampler"):
         D.DiffusionSwap(checkpoint, sampler=SamplerOptions(steps=2), steps=3, device="cpu")
+
+
+def test_cross_identity_pairs_take_the_clean_warp_as_x0_and_leave_earlier_steps_alone(data):
+    def make(**kw):
+        return D.SwapData(data.crops, data.masks, data.landmarks68, data.embeddings, data.identities, 4,
+                          source_pixels=True, augment={"colour_jitter": 0.1}, **kw)
+    with pytest.raises(ValueError, match="need source_pixels"):
+        D.SwapData(data.crops, data.masks, data.landmarks68, data.embeddings, data.identities, 4, p_cross=0.5)
+    with pytest.raises(ValueError, match="p_cross must be in"):
+        tiny(source_pixels=True, p_cross=1.5)
+    plain, later = make(), make(p_cross=1.0, cross_after=100)
+    for a, b in zip(plain(5, torch.Generator().manual_seed(3)), later(5, torch.Generator().manual_seed(3))):
+        assert torch.equal(a, b)                    # before cross_after: not one extra random draw
+    cross = make(p_cross=1.0)
+    g = torch.Generator().manual_seed(4)
+    i, j = cross.pairs(4, g)
+    j = cross.other_person(i, g)
+    assert (cross.identities[i.numpy()] != cross.identities[j.numpy()]).all()
+    x0, mask, lm, emb, chip, ref = cross.batch(i, j, torch.Generator().manual_seed(5), torch.ones(4, dtype=torch.bool))
+    clean = D.warped_references(D.to_uint8(cross.crops[j]), cross.landmarks68[j], D.to_uint8(cross.crops[i]),
+                                cross.landmarks68[i])
+    torch.testing.assert_close(x0, mask * clean + (1 - mask) * cross.crops[i])   # no flips: flip is off here
+    torch.testing.assert_close(emb, cross.embeddings[j])
+    assert (ref - clean).abs().mean() > 0.01      # the input reference is degraded, the x_0 is not

@@ -57,6 +57,8 @@ class SwapConfig:
     warp_jitter: float = 0.01              # source_pixels: landmark noise before the training warp, fraction of S
     colour_jitter: float = 0.05            # source_pixels: gain noise per channel, one offset, on the training warp
     blur_prob: float = 0.3                 # source_pixels: probability of a Gaussian blur of the training warp
+    p_cross: float = 0.0                   # source_pixels: fraction of cross-identity pairs (x_0 = the clean warp
+    cross_after: int = 0                   # inside the mask), from training step cross_after on (dfs.swap.data)
     cache_dir: str | None = None           # aligned-crop cache (None: <user cache>/swap_faces_<S>_<template>)
     steps: int = 600
     batch_size: int = 8
@@ -106,6 +108,8 @@ class SwapConfig:
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         check_ilvr(self.ilvr, self.image_size)
+        if not 0 <= self.p_cross <= 1 or self.cross_after < 0:
+            raise ValueError(f"p_cross must be in [0, 1] and cross_after >= 0, got {self.p_cross}, {self.cross_after}")
         if self.warp_jitter < 0 or self.colour_jitter < 0 or not 0 <= self.blur_prob <= 1:
             raise ValueError(f"warp_jitter and colour_jitter must be >= 0 and blur_prob in [0, 1], got "
                              f"{self.warp_jitter}, {self.colour_jitter}, {self.blur_prob}")

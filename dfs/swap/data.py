@@ -78,7 +78,8 @@ class SwapData:
 
     def __init__(self, crops: torch.Tensor, masks: torch.Tensor, landmarks68: torch.Tensor,
                  embeddings: torch.Tensor, identities, batch_size: int, chip_M: torch.Tensor | None = None,
-                 flip: bool = False, source_pixels: bool = False, augment: dict | None = None):
+                 flip: bool = False, source_pixels: bool = False, augment: dict | None = None,
+                 p_cross: float = 0.0, cross_after: int = 0):
         n = len(crops)
         if not (len(masks) == len(landmarks68) == len(embeddings) == len(identities) == n):
             raise ValueError("crops, masks, landmarks68, embeddings and identities need one row per face")
@@ -99,6 +100,9 @@ class SwapData:
             self.landmarks68_mirrored = mirror_landmarks68(self.landmarks68, self.crops.shape[-1])
             self.chip_M_mirrored = chip_matrices(self.landmarks68_mirrored)
         self.source_pixels, self.augment = bool(source_pixels), dict(augment or {})
+        if p_cross and not self.source_pixels:
+            raise ValueError("cross-identity training pairs (p_cross > 0) need source_pixels: their x_0 is the warp")
+        self.p_cross, self.cross_after = float(p_cross), int(cross_after)
         unknown = set(self.augment) - {"warp_jitter", "colour_jitter", "blur_prob"}
         if unknown:
             raise ValueError(f"augment takes warp_jitter, colour_jitter and blur_prob, got {sorted(unknown)}")
@@ -132,11 +136,29 @@ class SwapData:
 
     def __call__(self, step: int, generator: torch.Generator):
         i, j = self.pairs(self.batch_size, generator)
-        return self.batch(i, j, generator)
+        cross = None
+        if self.p_cross > 0 and step >= self.cross_after:   # no draws before: earlier steps stay as they were
+            cross = torch.rand(len(i), generator=generator) < self.p_cross
+            other = self.other_person(i, generator)
+            j = torch.where(cross, other, j)
+        return self.batch(i, j, generator, cross)
 
-    def batch(self, i, j, generator: torch.Generator):
+    def other_person(self, i, generator: torch.Generator) -> torch.Tensor:
+        """For each target index, a uniformly drawn face of another person."""
+        j = torch.randint(0, len(self) - 1, (len(i),), generator=generator)
+        for k in range(len(i)):        # draw again until the person differs (most people hold < 5 % of faces)
+            while self.identities[j[k]] == self.identities[i[k]]:
+                j[k] = torch.randint(0, len(self), (1,), generator=generator)
+        return j
+
+    def batch(self, i, j, generator: torch.Generator, cross: torch.Tensor | None = None):
         """The training batch for targets ``i`` and sources ``j`` (flips and degradations drawn from
-        ``generator``): (target, mask, landmarks68, source embedding, chip matrix[, warped source])."""
+        ``generator``): (target, mask, landmarks68, source embedding, chip matrix[, warped source]).
+
+        ``cross`` marks *cross-identity* samples (source j of another person, ``source_pixels`` only): their
+        x_0 is the target with the clean (undegraded) warp of the source inside the mask, so the model learns to
+        keep the source's pixels where the target's context suggests another face, and the identity loss pulls
+        towards the source's embedding."""
         crops, masks, lm, chip = self.crops[i], self.masks[i], self.landmarks68[i], self.chip_M[i]
         if self.flip:
             f = torch.rand(len(i), generator=generator) < 0.5
@@ -148,6 +170,11 @@ class SwapData:
             return (crops, masks, lm, self.embeddings[j], chip)
         ref = warped_references(to_uint8(self.crops[j]), self.landmarks68[j], to_uint8(crops), lm, generator,
                                 **self.augment)
+        if cross is not None and cross.any():
+            k = torch.nonzero(cross).flatten()
+            clean = warped_references(to_uint8(self.crops[j[k]]), self.landmarks68[j[k]], to_uint8(crops[k]), lm[k])
+            crops = crops.clone()
+            crops[k] = masks[k] * clean + (1 - masks[k]) * crops[k]
         return (crops, masks, lm, self.embeddings[j], chip, ref)
 
     def references(self, i, j) -> torch.Tensor:
@@ -186,7 +213,8 @@ def prepare_training_data(config: SwapConfig, progress: bool = True, split: str 
                     a["identity"][rows], config.batch_size, flip=config.flip and split == "train",
                     source_pixels=config.source_pixels,
                     augment={"warp_jitter": config.warp_jitter, "colour_jitter": config.colour_jitter,
-                             "blur_prob": config.blur_prob})
+                             "blur_prob": config.blur_prob},
+                    p_cross=config.p_cross if split == "train" else 0.0, cross_after=config.cross_after)
 
 
 def cross_pairs(data: SwapData, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
