@@ -238,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("ship-weights", help="export a trained quick run as the weights that ship in dfs/weights/")
     w.add_argument("--model", default="diffusion", choices=["diffusion", "faceshifter"])
     w.add_argument("--checkpoint", required=True, help="the run folder (checkpoints/swap-quick, ...)")
-    w.add_argument("--time-log", default=None, help="the /usr/bin/time -v log of the training (wall time, memory)")
+    w.add_argument("--time-log", action="append", default=None,
+                   help="the /usr/bin/time -v log of the training (wall time, memory); repeat it for a run trained in "
+                        "segments (their times add up)")
     w.add_argument("--eval-json", default=None, help="a dfs eval JSON of this run, for the provenance file")
     w.add_argument("--note", default="", help="a sentence for the provenance file")
     w.add_argument("--data", default=None, help="the faces folder the run trained on, if the run did not record it")

@@ -80,7 +80,11 @@ def provenance(model: str, run: Path, time_log=None, eval_json=None, note: str =
     import torch
     info["torch"] = torch.__version__
     if time_log:
-        info["training_time"] = {**read_time_log(time_log), "measured_by": "/usr/bin/time -v, one CPU thread "
+        logs = [time_log] if isinstance(time_log, (str, Path)) else list(time_log)
+        parts = [read_time_log(p) for p in logs]       # a run trained in segments (resumed): their sum
+        total = {k: sum(p.get(k, 0.0) for p in parts) for k in ("wall_seconds", "cpu_seconds")}
+        total["peak_memory_mib"] = max(p.get("peak_memory_mib", 0.0) for p in parts)
+        info["training_time"] = {**total, "segments": len(parts), "measured_by": "/usr/bin/time -v, one CPU thread "
                                  "(OMP_NUM_THREADS=1)"}
     if eval_json:
         ev = json.loads(Path(eval_json).read_text())
