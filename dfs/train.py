@@ -363,14 +363,31 @@ class Trainer:
         self.step, self.history = int(state["step"]), list(state["history"])
 
 
-def _load_weights(model: torch.nn.Module, file: Path) -> None:
+def weight_files(folder: str | Path, stem: str) -> list[Path]:
+    """``<folder>/<stem>.safetensors``, or its shards ``<stem>-0000k-of-0000n.safetensors`` in order (shipped
+    weights are split so that no file in the repository exceeds a few MiB); [] when neither exists."""
+    folder = Path(folder)
+    single = folder / f"{stem}.safetensors"
+    return [single] if single.exists() else sorted(folder.glob(f"{stem}-*-of-*.safetensors"))
+
+
+def _load_weights(model: torch.nn.Module, files: Path | list[Path]) -> None:
+    from safetensors.torch import load_file
+
+    files = [files] if isinstance(files, (str, Path)) else list(files)
     try:
-        missing, unexpected = load_model(model, str(file), strict=False)
+        if len(files) == 1:   # safetensors' own loader (it restores tensors that save_model stored once)
+            missing, unexpected = load_model(model, str(files[0]), strict=False)
+        else:                 # shards of an export (plain tensors, none shared)
+            state = {}
+            for f in files:
+                state.update(load_file(str(f)))
+            missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch
-        raise ValueError(f"{file} does not match this model ({str(e).splitlines()[-1].strip()}). "
+        raise ValueError(f"{files[0]} does not match this model ({str(e).splitlines()[-1].strip()}). "
                          f"Was it written for another configuration?") from None
     if missing or unexpected:
-        raise ValueError(f"{file} does not match this model: missing {sorted(missing)[:5]}, "
+        raise ValueError(f"{files[0]} does not match this model: missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}. Was it written for another configuration?")
 
 
@@ -396,11 +413,10 @@ def latest_step(root: str | Path) -> int | None:
 def load_weights(model: torch.nn.Module, checkpoint: str | Path, ema: bool = True) -> torch.nn.Module:
     """Load a checkpoint folder's (EMA) weights, or a ``.safetensors`` file, into ``model``; returns it."""
     p = Path(checkpoint)
-    if p.is_dir():
-        p = p / ("ema.safetensors" if ema and (p / "ema.safetensors").exists() else "model.safetensors")
-    if not p.exists():
+    files = [p] if not p.is_dir() else (weight_files(p, "ema") if ema else []) or weight_files(p, "model")
+    if not files or not files[0].exists():
         raise FileNotFoundError(f"no weights at {p}")
-    _load_weights(model, p)
+    _load_weights(model, files)
     return model
 
 
@@ -422,12 +438,12 @@ def atomic_folder(final: Path):
 
 
 def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | None = None,
-                   dtype: torch.dtype = torch.float16) -> Path:
+                   dtype: torch.dtype = torch.float16, max_file_mib: float = 6.0) -> Path:
     """Ship a checkpoint folder as a small read-only one that every loader of this module accepts: its EMA weights
     (its model weights when it has no EMA) under the same file name, floating-point *parameters* cast to
     ``dtype`` (buffers such as normalisation statistics stay float32), its ``state.json`` without optimiser state,
-    and ``provenance.json`` (what made it: command, commit, data, wall time, losses, evaluation).  Written
-    atomically; returns ``out``."""
+    and ``provenance.json`` (what made it: command, commit, data, wall time, losses, evaluation).  Weights larger
+    than ``max_file_mib`` are split into shards (:func:`weight_files`).  Written atomically; returns ``out``."""
     from safetensors.torch import load_file, save_file
 
     src = Path(checkpoint)
@@ -441,7 +457,17 @@ def export_weights(checkpoint: str | Path, out: str | Path, provenance: dict | N
     with atomic_folder(out) as tmp:
         cast = {k: (tensors[k].to(dtype) if tensors[k].is_floating_point() and not _is_statistic(k) else tensors[k])
                 .contiguous() for k in sorted(tensors)}
-        save_file(cast, str(tmp / weights.name), metadata={"source": str(weights.name), "dtype": str(dtype)})
+        shards, size = [{}], 0
+        for k, v in cast.items():                      # greedy, in key order: each shard under max_file_mib
+            n = v.numel() * v.element_size()
+            if shards[-1] and size + n > max_file_mib * 2 ** 20:
+                shards.append({})
+                size = 0
+            shards[-1][k], size = v, size + n
+        stem = weights.name.removesuffix(".safetensors")
+        for k, part in enumerate(shards, 1):
+            name = weights.name if len(shards) == 1 else f"{stem}-{k:05d}-of-{len(shards):05d}.safetensors"
+            save_file(part, str(tmp / name), metadata={"source": str(weights.name), "dtype": str(dtype)})
         (tmp / "state.json").write_text(json.dumps({"step": state["step"], "history": state["history"],
                                                     "config": state["config"]}, indent=1))
         (tmp / "provenance.json").write_text(json.dumps(provenance or {}, indent=1, default=str) + "\n")

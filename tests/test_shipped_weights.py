@@ -25,8 +25,13 @@ def test_shipped_diffusion_weights_load_match_the_preset_and_say_what_made_them(
     assert prov["training_time"]["wall_seconds"] > 0 and "final_losses" in prov
     # parameters travel as fp16, the identity standardisation as fp32 (and it is not the identity map)
     from safetensors import safe_open
-    with safe_open(str(path / "ema.safetensors"), "pt") as f:
-        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+
+    from dfs.train import weight_files
+    dtypes = {}
+    for file in weight_files(path, "ema"):
+        assert file.stat().st_size < 8 * 2 ** 20                 # no file in the repository over 8 MiB
+        with safe_open(str(file), "pt") as f:
+            dtypes.update({k: f.get_slice(k).get_dtype() for k in f.keys()})
     assert dtypes["id_std"] == "F32" and dtypes["id_mean"] == "F32"
     assert {v for k, v in dtypes.items() if k.startswith("unet.")} == {"F16"}
     assert not torch.allclose(model.id_std, torch.ones_like(model.id_std))
@@ -95,6 +100,18 @@ def test_export_casts_parameters_and_keeps_statistics(tmp_path):
     out = export_weights(ck, tmp_path / "shipped", {"command": "x"})
     t = load_file(str(out / "ema.safetensors"))
     assert t["w"].dtype == torch.float16 and t["id_mean"].dtype == torch.float32
+    # a small file limit splits the weights into shards that load back as one model
+    sharded = export_weights(ck, tmp_path / "sharded", {}, max_file_mib=40 / 2 ** 20)
+    from dfs.train import load_weights, weight_files
+    files = weight_files(sharded, "ema")
+    assert len(files) == 2 and files[0].name == "ema-00001-of-00002.safetensors"   # 16 + 16 bytes, then 32
+    module = torch.nn.Module()
+    module.register_parameter("w", torch.nn.Parameter(torch.zeros(4, 4)))
+    module.register_buffer("id_mean", torch.zeros(4))
+    module.bn = torch.nn.Module()
+    module.bn.register_buffer("running_var", torch.zeros(4))
+    load_weights(module, sharded)
+    torch.testing.assert_close(module.w.data, t["w"].float())
     assert t["bn.running_var"].dtype == torch.float32
     assert json.loads((out / "provenance.json").read_text()) == {"command": "x"}
     assert not (out / "optimizer.pt").exists() and json.loads((out / "state.json").read_text())["step"] == 3

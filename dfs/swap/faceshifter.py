@@ -543,7 +543,7 @@ def load_faceshifter(checkpoint: str | os.PathLike, config: FaceShifterConfig | 
                      hear: bool = True, device=None) -> tuple[AEINet, HEARNet | None, FaceShifterConfig, Path]:
     """(AEI-Net, HEAR-Net or None, configuration, AEI-Net checkpoint folder), in eval mode.  With ``config``, a
     checkpoint of another model configuration raises ValueError; ``hear=False`` skips HEAR-Net."""
-    from dfs.train import load_weights
+    from dfs.train import load_weights, weight_files
 
     aei_path, hear_path = find_run(checkpoint)
     saved = saved_config(aei_path)
@@ -551,8 +551,8 @@ def load_faceshifter(checkpoint: str | os.PathLike, config: FaceShifterConfig | 
         check_compatible(saved, config, f"the checkpoint {aei_path}")
     cfg = config or config_from_dict(saved, str(aei_path))
     aei = AEINet(cfg)
-    if ema and (aei_path / "ema.safetensors").exists():
-        load_weights(aei, aei_path / "ema.safetensors")
+    if ema and weight_files(aei_path, "ema"):
+        load_weights(aei, aei_path)
     else:
         gan = load_weights(FaceShifterGAN(cfg), aei_path / "model.safetensors")
         aei = gan.aei

@@ -1,6 +1,7 @@
 """The weights that ship with the repository: the quick diffusion swap and the quick FaceShifter.
 
-    dfs/weights/swap-quick/            ema.safetensors (fp16 parameters), state.json, provenance.json
+    dfs/weights/swap-quick/            ema-0000k-of-0000n.safetensors (fp16 parameters, in shards of < 6 MiB),
+                                       state.json, provenance.json
     dfs/weights/faceshifter-quick/     aei/ and hear/, each the same three files
 
 ``dfs swap``, ``dfs eval`` and notebooks 06-08 load them when no ``--checkpoint`` is given
