@@ -65,3 +65,49 @@ def describe_device(device: torch.device | str | None = None) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+# -- randomness that does not depend on how a batch is split over processes ------------------------------------
+# A data-parallel run gives each of W processes B/W of a batch of B examples.  Data callables already build the
+# whole batch from the step's seed (dfs.train slices each process's rows); the draws a loss makes per example
+# (t, ε, the condition dropout) go through the three functions below, which draw for the whole batch from the
+# global RNG (seeded per step, identically in every process) and keep this process's rows.  Example k of a step
+# therefore gets the same t and ε whatever W is, and W = 1 draws exactly what torch.randn / randint / rand would.
+_shard = {"rank": 0, "world": 1}
+
+
+@contextlib.contextmanager
+def batch_shard(rank: int, world: int):
+    """Within this block, :func:`batch_randn` & co. return rows ``rank·n … (rank+1)·n − 1`` of a draw for
+    ``world·n`` examples (set by :class:`dfs.train.Trainer` around each step of a multi-process run)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, world), got rank {rank} of {world}")
+    old = dict(_shard)
+    _shard.update(rank=rank, world=world)
+    try:
+        yield
+    finally:
+        _shard.update(old)
+
+
+def _my_rows(draw: torch.Tensor, n: int) -> torch.Tensor:
+    r = _shard["rank"]
+    return draw[r * n:(r + 1) * n]
+
+
+def batch_randn(shape, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.randn(shape)`` for this process's ``shape[0]`` examples of the whole batch (see above); on the
+    device and dtype of ``like`` when given."""
+    shape = tuple(shape)
+    x = _my_rows(torch.randn((shape[0] * _shard["world"],) + shape[1:]), shape[0])
+    return x.to(like) if like is not None else x
+
+
+def batch_randint(high: int, n: int, device=None) -> torch.Tensor:
+    """``torch.randint(0, high, (n,))`` for this process's n examples of the whole batch."""
+    return _my_rows(torch.randint(0, high, (n * _shard["world"],)), n).to(device)
+
+
+def batch_rand(n: int, device=None) -> torch.Tensor:
+    """``torch.rand(n)`` for this process's n examples of the whole batch."""
+    return _my_rows(torch.rand(n * _shard["world"]), n).to(device)

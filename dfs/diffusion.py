@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .device import batch_randint, batch_randn
+
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # ----------------------------------------------------------------------------------------------------------
@@ -350,7 +352,10 @@ def ddim_step(sched: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, t_p
 
 
 def sample_timesteps(sched: NoiseSchedule, batch: int, device=None, generator: torch.Generator | None = None):
-    """t ~ Uniform{0, …, T−1} (Algorithm 1, line 3; 0-based)."""
+    """t ~ Uniform{0, …, T−1} (Algorithm 1, line 3; 0-based).  Without a generator, from the global RNG for this
+    process's share of the batch (``dfs.device.batch_randint``: the same t per example on any number of processes)."""
+    if generator is None:
+        return batch_randint(sched.T, batch, device)
     return torch.randint(0, sched.T, (batch,), generator=generator).to(device)
 
 
@@ -364,7 +369,7 @@ def loss_simple(eps_model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, t=N
     if t is None:
         t = sample_timesteps(sched, x0.shape[0], x0.device, generator)
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator).to(x0) if generator is not None else torch.randn_like(x0)
+        noise = torch.randn(x0.shape, generator=generator).to(x0) if generator is not None else batch_randn(x0.shape, x0)
     x_t = q_sample(sched, x0, t, noise)
     return torch.mean((noise - eps_model(x_t, _check_t(t, x0, sched.T))) ** 2)
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .device import batch_rand
 from .diffusion import NoiseSchedule, ddim_sample, ddpm_sample, loss_simple
 from .nets import WeightsUnavailable
 
@@ -279,7 +280,8 @@ def drop_condition(tokens: torch.Tensor, null_tokens: torch.Tensor, p: float,
     Algorithm 1, p_uncond), so one network learns both ε_θ(z_t, y) and ε_θ(z_t, ∅). Returns (tokens, dropped)."""
     if not 0 <= p <= 1:
         raise ValueError(f"the drop probability p must be in [0, 1], got {p}")
-    dropped = torch.rand(tokens.shape[0], generator=generator).to(tokens.device) < p
+    u = batch_rand(tokens.shape[0]) if generator is None else torch.rand(tokens.shape[0], generator=generator)
+    dropped = u.to(tokens.device) < p
     return torch.where(dropped[:, None, None], null_tokens.to(tokens).expand_as(tokens), tokens), dropped
 
 

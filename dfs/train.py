@@ -16,7 +16,14 @@ returning a batch, or any iterable (a DataLoader), cycled. Everything else lives
   any moment resumes from the last complete checkpoint with ``TrainConfig(resume=True)``;
 * exact resume: every step's randomness is a function of ``(seed, step)``, so an interrupted and resumed run
   ends with the same weights as an uninterrupted one (tested in ``tests/test_train.py``);
-* a progress bar with loss and it/s, and optional wandb logging (offline-safe: ``WANDB_MODE=offline``).
+* a progress bar with loss and it/s, and optional wandb logging (offline-safe: ``WANDB_MODE=offline``);
+* data parallelism that does not change the numbers: launched on W processes (``accelerate launch
+  --num_processes W``; on CPUs with the gloo backend), every process builds the step's whole batch from the step's
+  seed and keeps its B/W rows (:func:`shard_batch`), and the losses draw t, ε and the condition dropout for the whole
+  batch (``dfs.device.batch_randn`` & co.), so example k of step n gets the same data and noise whatever W is.  DDP
+  averages the W gradients of the per-process means, which is the gradient of the whole batch's mean: a run on W
+  processes follows the 1-process trajectory up to floating-point summation order (``tests/test_distributed.py``).
+  Only the main process writes checkpoints; any world size resumes from any other's.
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ from typing import Any, Callable, Iterable
 import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
+
+from .device import batch_shard
 
 LossFn = Callable[[torch.nn.Module, Any, int], "torch.Tensor | dict"]
 StepFn = Callable[["Trainer", Any, int], dict]
@@ -105,6 +114,26 @@ def _cycle(iterable: Iterable, skip: int):
             raise ValueError("the training data iterable is empty")
 
 
+def shard_batch(batch, rank: int, world: int):
+    """Process ``rank``'s rows ``rank·B/W … (rank+1)·B/W − 1`` of every tensor of a whole batch (leading dimension B,
+    which W must divide); other entries are passed through.  W = 1 returns the batch itself."""
+    if world == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        if batch.ndim == 0:
+            return batch
+        if batch.shape[0] % world:
+            raise ValueError(f"a batch of {batch.shape[0]} examples cannot be split evenly over {world} processes: "
+                             f"make the batch size a multiple of {world}")
+        n = batch.shape[0] // world
+        return batch[rank * n:(rank + 1) * n]
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(shard_batch(b, rank, world) for b in batch)
+    if isinstance(batch, dict):
+        return {k: shard_batch(v, rank, world) for k, v in batch.items()}
+    return batch
+
+
 def _to_device(batch, device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -128,7 +157,7 @@ class Trainer:
                  optimizer: torch.optim.Optimizer | None = None, *,
                  optimizers: dict[str, torch.optim.Optimizer] | None = None, step_fn: StepFn | None = None,
                  ema_module: str | None = None):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         if (loss_fn is None) == (step_fn is None):
             raise ValueError("pass exactly one of loss_fn (one optimiser, the trainer's step) and step_fn "
@@ -137,7 +166,14 @@ class Trainer:
             raise ValueError("optimizers={name: optimiser, ...} needs a step_fn (which steps each of them) and "
                              "replaces optimizer=")
         self.config = cfg = config or TrainConfig()
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=(cfg.device == "cpu"))
+        # several processes without CUDA (accelerate launch / torchrun on CPUs): accelerate's MULTI_CPU, gloo
+        several_on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        # a step function's forward passes each use part of the model (a GAN's discriminator pass leaves the
+        # generator out), which DDP must be told
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=step_fn is not None)
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=(cfg.device == "cpu" or several_on_cpu),
+                                       kwargs_handlers=[ddp])
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
         self.loss_fn, self.step_fn, self.data = loss_fn, step_fn, data
         torch.manual_seed(cfg.seed)
@@ -147,6 +183,11 @@ class Trainer:
                 [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.adam_betas,
                 weight_decay=cfg.weight_decay)}
         names = list(optimizers)
+        if self.world > 1 and self.device.type == "cuda":
+            # batch-norm statistics over the whole batch, as on one process (FaceShifter's attribute encoder has
+            # BatchNorm).  SyncBatchNorm needs GPUs: on CPUs each process normalises its own share, the one
+            # difference from a 1-process run (bounded in tests/test_distributed.py)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model, *opts = self.accelerator.prepare(model, *optimizers.values())
         self.optimizers: dict[str, torch.optim.Optimizer] = dict(zip(names, opts))
         self.optimizer = opts[0] if len(opts) == 1 else None   # the single optimiser (None with several)
@@ -195,12 +236,15 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------
     def _batches(self):
+        """This process's share of each step's batch: the whole batch (built from the step's seed by a data
+        callable, or the next item of an iterable, identical in every process) cut by :func:`shard_batch`."""
         if callable(self.data) and not isinstance(self.data, Iterable):
             while True:
                 g = torch.Generator().manual_seed(step_seed(self.config.seed, self.step))
-                yield self.data(self.step, g)
+                yield shard_batch(self.data(self.step, g), self.rank, self.world)
         else:
-            yield from _cycle(self.data, skip=self.step)
+            for batch in _cycle(self.data, skip=self.step):
+                yield shard_batch(batch, self.rank, self.world)
 
     def _lr(self) -> float:
         w = self.config.warmup_steps
@@ -240,8 +284,7 @@ class Trainer:
             self.step += 1
             if self._ema is not None:
                 self._update_ema()
-            return {k: (v.detach().float().item() if isinstance(v, torch.Tensor) else v) for k, v in out.items()
-                    if not isinstance(v, torch.Tensor) or v.numel() == 1}
+            return self._logged({k: v for k, v in out.items() if not isinstance(v, torch.Tensor) or v.numel() == 1})
         with self.accelerator.autocast():
             out = self.loss_fn(self.model, batch, self.step)
         out = out if isinstance(out, dict) else {"loss": out}
@@ -257,7 +300,16 @@ class Trainer:
         self.step += 1
         if self._ema is not None:
             self._update_ema()
-        return {k: (v.detach().float().item() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+        return self._logged(out)
+
+    def _logged(self, out: dict) -> dict:
+        """Numbers to log: tensors as floats, averaged over the processes (each holds the mean of its equal share
+        of the batch, so the average is the whole batch's mean, as in a 1-process run)."""
+        tensors = {k: v.detach().float().reshape(()) for k, v in out.items() if isinstance(v, torch.Tensor)}
+        if tensors and self.world > 1:
+            stacked = self.accelerator.reduce(torch.stack(list(tensors.values())), reduction="mean")
+            tensors = dict(zip(tensors, stacked))
+        return {k: (tensors[k].item() if k in tensors else v) for k, v in out.items()}
 
     def fit(self, steps: int | None = None) -> list[dict]:
         """Train until ``steps`` (default ``config.steps``) total steps; returns the logged history.
@@ -268,7 +320,8 @@ class Trainer:
         cfg = self.config
         total = cfg.steps if steps is None else steps
         self._start_wandb()
-        bar = tqdm(total=total, initial=self.step, desc="training", disable=not cfg.progress, leave=False,
+        bar = tqdm(total=total, initial=self.step, desc="training", leave=False,
+                   disable=not cfg.progress or not self.accelerator.is_main_process,
                    dynamic_ncols=True)
         batches = self._batches()
         t0, window = time.perf_counter(), []
@@ -276,7 +329,8 @@ class Trainer:
             while self.step < total:
                 seed_step(step_seed(cfg.seed, self.step))
                 batch = _to_device(next(batches), self.device)
-                logs = self.train_step(batch)
+                with batch_shard(self.rank, self.world):
+                    logs = self.train_step(batch)
                 window.append(logs)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == total:
@@ -294,7 +348,8 @@ class Trainer:
                 if cfg.checkpoint_dir and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            if cfg.checkpoint_dir:
+            if cfg.checkpoint_dir and self.world == 1:   # several processes cannot agree on a last write: the
+                # run resumes from its last periodic checkpoint
                 path = self.save_checkpoint()
                 bar.write(f"interrupted at step {self.step}: checkpoint written to {path}; run again to resume")
             raise
@@ -314,9 +369,17 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write ``<checkpoint_dir>/step_NNNNNNN/`` atomically and prune old ones; returns its path."""
+        """Write ``<checkpoint_dir>/step_NNNNNNN/`` atomically and prune old ones; returns its path.  With several
+        processes only the main one writes (their weights are identical), and all wait until it has."""
         root = Path(self.config.checkpoint_dir)
         final = root / f"{CHECKPOINT_PREFIX}{self.step:07d}"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self._write_checkpoint(root, final)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _write_checkpoint(self, root: Path, final: Path) -> None:
         with atomic_folder(final) as tmp:
             save_model(self.raw_model, str(tmp / "model.safetensors"))
             if self._ema is not None:
@@ -327,10 +390,10 @@ class Trainer:
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             cfg = asdict(self.config)
             (tmp / "state.json").write_text(json.dumps(
-                {"step": self.step, "history": self.history, "config": cfg}, indent=1, default=str))
+                {"step": self.step, "history": self.history, "config": cfg, "world_size": self.world},
+                indent=1, default=str))
         for old in list_checkpoints(root)[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)
@@ -350,7 +413,7 @@ class Trainer:
             raise ValueError(f"{path} has no {opt_file.name}: it was written by a trainer with "
                              f"{'one optimiser' if self._named else 'several named optimisers'}, this one has "
                              f"{sorted(self.optimizers) if self._named else 'one'}")
-        opt_state = torch.load(opt_file, map_location=self.device, weights_only=True)
+        opt_state = torch.load(opt_file, map_location="cpu", weights_only=True)   # load_state_dict moves it
         if self._named:
             if set(opt_state) != set(self.optimizers):
                 raise ValueError(f"{path} holds optimisers {sorted(opt_state)}, this trainer has "

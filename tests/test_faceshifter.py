@@ -178,8 +178,15 @@ def test_identity_attribute_reconstruction_and_change_losses_on_known_cases():
     x = torch.zeros(3, 3, 4, 4)
     y = torch.stack([torch.full((3, 4, 4), v) for v in (1.0, 2.0, 3.0)])
     # only pairs with X_s = X_t count: (1/2 * 1 + 1/2 * 9) / 2
-    assert FS.reconstruction_loss(y, x, torch.tensor([1.0, 0.0, 1.0])).item() == pytest.approx(2.5)
-    assert FS.reconstruction_loss(y, x, torch.zeros(3)).item() == 0
+    w = FS.same_pair_weights(torch.tensor([1.0, 0.0, 1.0]))
+    assert w.tolist() == pytest.approx([1.5, 0, 1.5])
+    assert FS.reconstruction_loss(y, x, w).item() == pytest.approx(2.5)
+    # the batch split in two halves (as 2 processes do): the mean of the halves' losses is the whole batch's
+    w4 = FS.same_pair_weights(torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    y4, x4 = torch.cat([y, y[:1]]), torch.cat([x, x[:1]])
+    halves = (FS.reconstruction_loss(y4[:2], x4[:2], w4[:2]) + FS.reconstruction_loss(y4[2:], x4[2:], w4[2:])) / 2
+    assert halves.item() == pytest.approx(FS.reconstruction_loss(y4, x4, w4).item())
+    assert FS.reconstruction_loss(y, x, FS.same_pair_weights(torch.zeros(3))).item() == 0
     assert FS.change_loss(y, x).item() == pytest.approx(2.0)
 
 
@@ -214,8 +221,9 @@ def test_one_generator_step_and_one_discriminator_step_lower_their_own_losses(da
 
 def test_pair_sampler_same_fraction_and_target_geometry(data):
     s = FT.PairSampler(data, 400, p_same=0.25)
-    x_t, z_s, chip, same, z_t = s(0, torch.Generator().manual_seed(0))
-    assert 0.18 < same.mean() < 0.32
+    x_t, z_s, chip, w, z_t = s(0, torch.Generator().manual_seed(0))
+    same = (w > 0).float()
+    assert 0.18 < same.mean() < 0.32 and w.sum().item() == pytest.approx(400)
     torch.testing.assert_close(z_s[same.bool()], z_t[same.bool()])
     assert ((z_s[~same.bool()] - z_t[~same.bool()]).abs().sum(1) > 0).float().mean() > 0.7   # mostly other photos
     i = [int((data.crops == x).flatten(1).all(1).nonzero()[0]) for x in x_t[:5]]

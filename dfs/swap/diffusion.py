@@ -64,7 +64,9 @@ import torch
 import torch.nn as nn
 
 from dfs.diffusion import (NoiseSchedule, ddim_sample, ddim_timesteps, extract, ilvr_refine, predict_eps_from_v,
-                           predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v, q_sample, v_target)
+                           predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v, q_sample, sample_timesteps,
+                           v_target)
+from dfs.device import batch_randn
 from dfs.data.faces import resolved_data
 from dfs.faces.align import IBUG68_GROUPS
 from dfs.faces.identity_chips import (CHIP_PADDING, CHIP_SIZE, FaceEmbedder, chip_matrices, chip_matrix,  # noqa: F401
@@ -217,8 +219,8 @@ class SwapDiffusion(nn.Module):
         identity is dropped to ∅ (probability p_uncond) loses its warped source too (:meth:`null_condition`)."""
         cfg, sched = self.config, self.schedule
         B = target.shape[0]
-        t = torch.randint(0, sched.T, (B,)).to(target.device)
-        noise = torch.randn(target.shape).to(target)
+        t = sample_timesteps(sched, B, target.device)      # per example, the same on any number of processes
+        noise = batch_randn(target.shape, target)
         x_t = q_sample(sched, target, t, noise)
         cond = self.condition(target, mask, landmarks68, reference)
         tok, dropped = drop_condition(self.tokens(source_embedding), self.null_tokens, cfg.p_uncond)

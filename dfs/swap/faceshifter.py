@@ -390,11 +390,21 @@ def attribute_loss(z_att_result: list, z_att_target: list) -> torch.Tensor:
     return 0.5 * sum(((a.float() - b.float()) ** 2).mean() for a, b in zip(z_att_result, z_att_target))
 
 
-def reconstruction_loss(y: torch.Tensor, x_t: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-    """L_rec = ½ ‖Ŷ − X_t‖² (mean over pixels) averaged over the pairs with X_s = X_t (``same`` = 1); 0 if none."""
-    per = 0.5 * ((y.float() - x_t.float()) ** 2).flatten(1).mean(1)
+def same_pair_weights(same: torch.Tensor) -> torch.Tensor:
+    """w_i = same_i · B / Σ_j same_j over a whole batch of B pairs (0 everywhere when no pair has X_s = X_t).
+
+    The mean of w_i · ℓ_i over the batch is the mean of ℓ_i over its same-person pairs, and so is the average of the
+    means over any equal split of the rows: the split a data-parallel run makes (``dfs.train``).  A count of the
+    same-person pairs in each process's share would not be."""
     same = same.float().reshape(-1)
-    return (per * same).sum() / same.sum().clamp(min=1)
+    return same * len(same) / same.sum().clamp(min=1)
+
+
+def reconstruction_loss(y: torch.Tensor, x_t: torch.Tensor, same_weight: torch.Tensor) -> torch.Tensor:
+    """L_rec = ½ ‖Ŷ − X_t‖² (mean over pixels) averaged over the pairs with X_s = X_t: the mean of w_i ℓ_i with
+    the weights of :func:`same_pair_weights` (computed on the whole batch); 0 if there is no such pair."""
+    per = 0.5 * ((y.float() - x_t.float()) ** 2).flatten(1).mean(1)
+    return (per * same_weight.float().reshape(-1)).mean()
 
 
 def change_loss(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
@@ -416,14 +426,14 @@ class FaceShifterGAN(nn.Module):
         self.aei = AEINet(config)
         self.disc = MultiScaleDiscriminator(config.disc_channels, config.disc_layers, config.disc_scales)
 
-    def forward(self, x_t, z_s, chip_M, same, *_, part: str = "g", fake=None) -> dict:
+    def forward(self, x_t, z_s, chip_M, same_weight, *_, part: str = "g", fake=None) -> dict:
         if part == "g":
-            return self.generator_losses(x_t, z_s, chip_M, same)
+            return self.generator_losses(x_t, z_s, chip_M, same_weight)
         if part == "d":
             return self.discriminator_losses(x_t, fake)
         raise ValueError(f"part must be 'g' or 'd', got {part!r}")
 
-    def generator_losses(self, x_t, z_s, chip_M, same) -> dict:
+    def generator_losses(self, x_t, z_s, chip_M, same_weight) -> dict:
         """L_AEI and its terms for the batch (module docstring); "fake" is Ŷ for the discriminator's step."""
 
         cfg = self.config
@@ -435,7 +445,7 @@ class FaceShifterGAN(nn.Module):
             self.disc.requires_grad_(True)
         ident = identity_loss(identity_of_crops(y, chip_M), z_s)
         att = attribute_loss(self.aei.encoder(y), z_att)
-        rec = reconstruction_loss(y, x_t, same)
+        rec = reconstruction_loss(y, x_t, same_weight)
         loss = cfg.adv_weight * adv + cfg.att_weight * att + cfg.id_weight * ident + cfg.rec_weight * rec
         return {"loss": loss, "adv": adv, "id": ident, "att": att, "rec": rec, "fake": y}
 
@@ -482,7 +492,7 @@ def heuristic_error(aei: AEINet, x_t, z_t) -> torch.Tensor:
     return x_t - aei(x_t, z_t)[0]
 
 
-def hear_losses(hear: HEARNet, aei: AEINet, x_t, z_s, z_t, chip_M, same, config: FaceShifterConfig) -> dict:
+def hear_losses(hear: HEARNet, aei: AEINet, x_t, z_s, z_t, chip_M, same_weight, config: FaceShifterConfig) -> dict:
     """L_HEAR = L_id + λ_chg L_chg + λ_rec L_rec on a batch (AEI-Net frozen; module docstring)."""
 
     with torch.no_grad():
@@ -491,7 +501,7 @@ def hear_losses(hear: HEARNet, aei: AEINet, x_t, z_s, z_t, chip_M, same, config:
     y = hear(y_hat, delta)
     ident = identity_loss(identity_of_crops(y, chip_M), z_s)
     chg = change_loss(y, y_hat)
-    rec = reconstruction_loss(y, x_t, same)
+    rec = reconstruction_loss(y, x_t, same_weight)
     loss = ident + config.hear_chg_weight * chg + config.hear_rec_weight * rec
     return {"loss": loss, "id": ident, "chg": chg, "rec": rec}
 

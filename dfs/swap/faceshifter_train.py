@@ -29,6 +29,7 @@ from dfs.swap.faceshifter import (
     FaceShifterGAN,
     HEARNet,
     hear_losses,
+    same_pair_weights,
     heuristic_error,
     load_config,
     saved_config,
@@ -51,9 +52,10 @@ def occlude(x: torch.Tensor, others: torch.Tensor, generator: torch.Generator, p
 
 
 class PairSampler:
-    """``data(step, generator)`` for the Trainer: (X_t, z_id(X_s), chip matrix of X_t, same, z_id(X_t)), with X_t
+    """``data(step, generator)`` for the Trainer: (X_t, z_id(X_s), chip matrix of X_t, w, z_id(X_t)), with X_t
     and X_s uniform over ``faces`` (a :class:`dfs.swap.data.SwapData`) and X_s = X_t with probability
-    ``p_same``; ``occlusion``: the probability of a synthetic occlusion on X_t (HEAR-Net's stage)."""
+    ``p_same``; w: the reconstruction weights of the same-person pairs (:func:`~dfs.swap.faceshifter.same_pair_weights`,
+    over the whole batch); ``occlusion``: the probability of a synthetic occlusion on X_t (HEAR-Net's stage)."""
 
     def __init__(self, faces, batch_size: int, p_same: float, occlusion: float = 0.0):
         if len(faces) < 2:
@@ -70,7 +72,7 @@ class PairSampler:
         if self.occlusion > 0:
             k = torch.randint(0, len(f), (B,), generator=generator)
             x_t = occlude(x_t, f.crops[k], generator, self.occlusion)
-        return x_t, f.embeddings[j], f.chip_M[i], same.float(), f.embeddings[i]
+        return x_t, f.embeddings[j], f.chip_M[i], same_pair_weights(same), f.embeddings[i]
 
 
 def aei_step(trainer, batch, step: int) -> dict:
@@ -144,8 +146,8 @@ def train_hear(cfg: FaceShifterConfig, data, root: Path, aei: AEINet | None = No
     tcfg = _train_config(cfg, folder, cfg.hear_steps, cfg.lr_hear, progress, stage="hear", aei_step=aei_step_now)
 
     def hear_loss(model, batch, step):
-        x_t, z_s, chip_M, same, z_t = batch
-        return hear_losses(model, aei, x_t, z_s, z_t, chip_M, same, cfg)
+        x_t, z_s, chip_M, same_weight, z_t = batch
+        return hear_losses(model, aei, x_t, z_s, z_t, chip_M, same_weight, cfg)
 
     trainer = Trainer(net, loss_fn or hear_loss, PairSampler(data, cfg.batch_size, cfg.hear_p_same,
                                                              cfg.hear_occlusion), tcfg)
