@@ -58,7 +58,7 @@ def claim(text: str, row: str, column: str, better: str, versus: str | float = 0
     if better not in BETTER:
         raise ValueError(f"claim {text!r}: better must be one of {BETTER}, got {better!r}")
     if isinstance(versus, bool) or not isinstance(versus, (str, int, float)):
-        raise ValueError(f"claim {text!r}: versus must be a row name or a number, got {versus!r}")
+        raise TypeError(f"claim {text!r}: versus must be a row name or a number, got {versus!r}")
     return {"claim": str(text), "row": str(row), "column": str(column), "better": better,
             "versus": versus if isinstance(versus, str) else float(versus)}
 
@@ -142,14 +142,14 @@ def format_cell(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _mode(table: dict) -> str:
+def mode_name(table: dict) -> str:
     return {True: "quick", False: "full"}.get(table.get("quick"), "unknown mode")
 
 
 def source_text(table: dict) -> str:
     """Where a table's numbers came from: notebook (or command), mode, seed, commit."""
-    parts = [table.get("notebook") or "?", f"{_mode(table)} mode" + (f" ({table['mode_note']})"
-                                                                     if table.get("mode_note") else "")]
+    mode = {True: "quick mode", False: "full mode"}.get(table.get("quick"), "mode not recorded")
+    parts = [table.get("notebook") or "?", mode + (f" ({table['mode_note']})" if table.get("mode_note") else "")]
     if table.get("seed") is not None:
         parts.append(f"seed {table['seed']}")
     if table.get("commit"):

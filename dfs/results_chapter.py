@@ -104,7 +104,7 @@ def judge(claim: dict, table: dict | None, table_name: str | None = None) -> Ver
     name = table["name"] if table else table_name or "?"
     if table is None:
         return Verdict(claim, name, NOT_MEASURED, f"table {name} was not recorded in this run")
-    mode = results._mode(table)
+    mode = results.mode_name(table)
     try:
         v, lo, hi = interval(table, claim["row"], claim["column"])
         versus = claim["versus"]
@@ -197,7 +197,7 @@ def eval_tables(summary: dict, name: str, label: str | None = None) -> list[dict
                 if (diffs[method].get(key) or {}).get("mean") is not None:
                     dclaims.append(results.claim(f"{label} beats the {ref} swap on {col}", method, f"Δ {col}", better,
                                                  0.0))
-        out.append({"name": f"{name}_vs_{ref}", "rows": drows, "claims": dclaims,
+        out.append({"name": f"{name}_vs_{ref}" if ref != method else f"{name}_paired", "rows": drows, "claims": dclaims,
                     "caption": f"dfs eval, {label}: paired differences (row − {ref}) on the same pairs; {where}",
                     "uncertainty": "95 % percentile bootstrap over the pairs, paired"})
     return out
@@ -295,18 +295,18 @@ def verdicts_table(verdicts: list[Verdict]) -> dict:
                                                      "recorded", "table": "—", "mode": "—"}]
     return {"name": "verdicts", "caption": "Conclusions: one computed verdict per claim", "uncertainty": "",
             "columns": list(rows[0]), "rows": [list(r.values()) for r in rows], "notebook": "09_results",
-            "quick": None, "seed": None, "commit": None, "mode_note": "each claim's own table's mode"}
+            "quick": None, "seed": None, "commit": None, "mode_note": "each claim's mode is its table's"}
 
 
 def render_markdown(ch: Chapter) -> str:
     """The chapter as Markdown: §2.2 tables, §2.3 verdicts, §2.4 further work."""
     counts = {k: sum(v.verdict == k for v in ch.verdicts)
               for k in (SUPPORTED, REFUTED, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED)}
-    out = ["# 2.2 Experimental results", "",
-           f"{len(ch.tables)} tables: {sum(t.get('notebook') != 'dfs eval' for t in ch.tables)} recorded by the "
-           f"notebooks, {sum(t.get('notebook') == 'dfs eval' for t in ch.tables)} from {len(ch.reports)} `dfs eval` "
-           "reports. Each caption says which notebook or command, mode (quick/full), seed and commit the numbers "
-           "came from."]
+    n_eval = sum(t.get("notebook") == "dfs eval" for t in ch.tables)
+    intro = (f"{len(ch.tables)} tables: {len(ch.tables) - n_eval} recorded by the notebooks, {n_eval} from "
+             f"{len(ch.reports)} `dfs eval` reports. Each caption says which notebook or command, mode (quick/full), "
+             "seed and commit the numbers came from.")
+    out = ["# 2.2 Experimental results", "", intro]
     if ch.missing:
         out += ["", f"Missing: no table from {', '.join(ch.missing)}."]
     for t in ch.tables:

@@ -445,3 +445,28 @@ def to_markdown(entries=ENTRIES, kind: str | None = None) -> str:
 def not_covered(entries=ENTRIES) -> list[Entry]:
     """The entries that are not (fully) covered: notebook 09's further work."""
     return [e for e in entries if e.status != COVERED]
+
+
+def plot_coverage(entries=ENTRIES):
+    """Stacked horizontal bars: how many entries of each kind are covered, partly covered, not covered."""
+    import matplotlib.pyplot as plt
+
+    cov = coverage(entries)
+    kinds = list(cov)
+    colours = {COVERED: "tab:green", PARTLY: "tab:orange", NOT_COVERED: "tab:red"}
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(kinds) + 1.2))
+    left = [0] * len(kinds)
+    for status in STATUSES:
+        n = [cov[k][status] for k in kinds]
+        ax.barh(kinds, n, left=left, color=colours[status], label=status)
+        for i, (x, w) in enumerate(zip(left, n)):
+            if w:
+                ax.text(x + w / 2, i, str(w), ha="center", va="center", color="white", fontsize=9)
+        left = [a + b for a, b in zip(left, n)]
+    ax.invert_yaxis()
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("entries of the thesis map")
+    ax.set_title(f"What of the draft the project makes real ({len(entries)} entries)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -49,6 +49,7 @@ def test_compare_refuses_bad_input():
 def test_standard_errors_become_95_percent_intervals_and_separate_rows_are_judged(tmp_path, context):
     t = nll_table(tmp_path)
     v, lo, hi = rc.interval(t, "L_hybrid", "NLL")
+    assert v == 5.43
     assert (lo, hi) == pytest.approx((5.43 - 1.959964 * 0.019, 5.43 + 1.959964 * 0.019))
     assert rc.judge(t["claims"][0], t).verdict == rc.SUPPORTED
     assert rc.interval(t, "exact", "NLL") == (5.0, None, None)
