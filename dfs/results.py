@@ -120,14 +120,17 @@ def record(name: str, rows: list[dict], caption: str, uncertainty: str = "", dir
 
 
 def load_tables(directory: Path | None = None) -> list[dict]:
-    """Every recorded table, ordered by notebook then name."""
+    """Every recorded table, ordered by notebook then name. Other JSON in the folder (a ``dfs eval`` report that a
+    notebook wrote there) is not a table and is left out."""
     folder = results_dir(directory)
     tables = []
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            tables.append(json.loads(p.read_text()))
+            t = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p} is not valid JSON ({e}); delete it and re-run the notebook that wrote it") from e
+        if isinstance(t, dict) and {"name", "columns", "rows"} <= set(t):
+            tables.append(t)
     return sorted(tables, key=lambda t: (t.get("notebook") or "", t["name"]))
 
 

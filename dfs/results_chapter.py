@@ -138,22 +138,25 @@ def eval_mode(summary: dict) -> tuple[bool | None, str]:
     return quick, f"checkpoint {name}, {summary['settings'].get('crop_size', '?')} px"
 
 
-def find_eval_reports(root: str | os.PathLike | None = None) -> list[tuple[str, dict]]:
-    """(table name stem, report) for every ``eval_*.json`` in ``<repo>/results`` and its subfolders (a subfolder
-    names a variant, e.g. an ablation: it is kept in the report as ``"variant"``); reports without ``rows`` are
-    skipped."""
+def find_eval_reports(root: str | os.PathLike | None = None, subfolders: bool = True,
+                      prefix: str = "", variant: str | None = None) -> list[tuple[str, dict]]:
+    """(table name stem, report) for every ``eval_*.json`` in ``root`` (default ``<repo>/results``) and, with
+    ``subfolders``, one level below (a subfolder names a variant, e.g. an ablation: it is kept in the report as
+    ``"variant"``; ``variant`` sets it for the top level). ``prefix`` goes before each stem. JSON that is not a
+    ``dfs eval`` report is skipped."""
     root = Path(root) if root is not None else Path(repo_root()) / "results"
     found = []
-    for p in sorted(root.glob("eval_*.json")) + sorted(root.glob("*/eval_*.json")) if root.is_dir() else []:
+    files = sorted(root.glob("eval_*.json")) + (sorted(root.glob("*/eval_*.json")) if subfolders else [])
+    for p in files if root.is_dir() else []:
         try:
             summary = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p} is not valid JSON ({e})") from e
         if not isinstance(summary, dict) or "rows" not in summary or "settings" not in summary:
             continue
-        stem = p.stem if p.parent == root else f"eval_{p.parent.name}_{p.stem[len('eval_'):]}"
-        if p.parent != root:
-            summary["variant"] = p.parent.name
+        stem = prefix + (p.stem if p.parent == root else f"eval_{p.parent.name}_{p.stem[len('eval_'):]}")
+        if p.parent != root or variant:
+            summary["variant"] = p.parent.name if p.parent != root else variant
         found.append((stem, summary))
     return found
 
@@ -276,9 +279,14 @@ def further_work(tables: list[dict], verdicts: list[Verdict], missing: list[str]
 
 def build_chapter(figures_directory: str | os.PathLike | None = None, results_root: str | os.PathLike | None = None,
                   notebooks_dir: str | os.PathLike | None = None) -> Chapter:
-    """Collect the recorded tables and the ``dfs eval`` reports, judge every claim, list the further work."""
+    """Collect the recorded tables and the ``dfs eval`` reports, judge every claim, list the further work.
+
+    Reports: those in ``results_root`` (default ``<repo>/results``: the runs kept with the repository) and those a
+    notebook of this run wrote into ``<figures>/results`` (table names ``run_eval_*``, variant "this run")."""
     recorded = results.load_tables(Path(figures_directory) if figures_directory else None)
-    reports = find_eval_reports(results_root)
+    reports = find_eval_reports(results_root) + find_eval_reports(
+        results.results_dir(Path(figures_directory) if figures_directory else None), subfolders=False,
+        prefix="run_", variant="this run")
     tables = recorded + [t for stem, r in reports for t in eval_report_tables(stem, r)]
     seen = {t.get("notebook") for t in recorded}
     missing = [nb for nb in expected_notebooks(notebooks_dir) if nb not in seen]

@@ -140,6 +140,9 @@ def test_chapter_from_recorded_tables_writes_markdown_and_tex_and_names_missing_
            directory=tmp_path / "figures", claims=[claim("above chance", "mean", "AUC", "higher", 0.5)])
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "eval_diffusion_n100_s0.json").write_text(json.dumps(eval_summary()))
+    # a dfs eval report that a notebook wrote beside the recorded tables: not a table, but this run's report
+    (tmp_path / "figures" / "results" / "eval_diffusion_n24_s0.json").write_text(json.dumps(eval_summary()))
+    assert [t["name"] for t in load_tables(tmp_path / "figures")] == ["03_nll", "05_verification"]
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     for stem in ("00_thesis_map", "03_elbo_losses", "05_faces_identity", "07_swap_evaluation", "09_results"):
@@ -147,7 +150,9 @@ def test_chapter_from_recorded_tables_writes_markdown_and_tex_and_names_missing_
     ch = rc.build_chapter(tmp_path / "figures", tmp_path / "results", nbs)
     assert ch.missing == ["07_swap_evaluation"]
     assert [t["name"] for t in ch.tables] == ["03_nll", "05_verification", "eval_diffusion_n100_s0",
-                                              "eval_diffusion_n100_s0_vs_classical"]
+                                              "eval_diffusion_n100_s0_vs_classical", "run_eval_diffusion_n24_s0",
+                                              "run_eval_diffusion_n24_s0_vs_classical"]
+    assert "this run" in ch.tables[-1]["caption"]
     assert [v.verdict for v in ch.verdicts][:2] == [rc.SUPPORTED, rc.SUPPORTED]
     written = rc.write_chapter(ch, tmp_path / "figures")
     md = written["markdown"].read_text()
