@@ -225,6 +225,7 @@ class Chapter:
     missing: list[str]                      # notebooks that recorded no table
     reports: list[tuple[str, dict]] = field(default_factory=list)
     further: list[str] = field(default_factory=list)
+    n_figures: int = 0                      # entries of figures/MANIFEST.json
 
 
 def expected_notebooks(notebooks_dir: str | os.PathLike | None = None,
@@ -291,7 +292,8 @@ def build_chapter(figures_directory: str | os.PathLike | None = None, results_ro
     seen = {t.get("notebook") for t in recorded}
     missing = [nb for nb in expected_notebooks(notebooks_dir) if nb not in seen]
     verdicts = [judge(c, t) for t in tables for c in t.get("claims", [])]
-    chapter = Chapter(tables, verdicts, missing, reports)
+    chapter = Chapter(tables, verdicts, missing, reports,
+                      n_figures=len(figures.read_manifest(Path(figures_directory) if figures_directory else None)))
     chapter.further = further_work(tables, verdicts, missing, reports)
     return chapter
 
@@ -313,7 +315,7 @@ def render_markdown(ch: Chapter) -> str:
     n_eval = sum(t.get("notebook") == "dfs eval" for t in ch.tables)
     intro = (f"{len(ch.tables)} tables: {len(ch.tables) - n_eval} recorded by the notebooks, {n_eval} from "
              f"{len(ch.reports)} `dfs eval` reports. Each caption says which notebook or command, mode (quick/full), "
-             "seed and commit the numbers came from.")
+             f"seed and commit the numbers came from. `figures/MANIFEST.json` lists {ch.n_figures} figures.")
     out = ["# 2.2 Experimental results", "", intro]
     if ch.missing:
         out += ["", f"Missing: no table from {', '.join(ch.missing)}."]

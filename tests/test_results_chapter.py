@@ -143,12 +143,16 @@ def test_chapter_from_recorded_tables_writes_markdown_and_tex_and_names_missing_
     # a dfs eval report that a notebook wrote beside the recorded tables: not a table, but this run's report
     (tmp_path / "figures" / "results" / "eval_diffusion_n24_s0.json").write_text(json.dumps(eval_summary()))
     assert [t["name"] for t in load_tables(tmp_path / "figures")] == ["03_nll", "05_verification"]
+    import matplotlib.pyplot as plt
+
+    figures.save(plt.figure(), "03_some_figure", directory=tmp_path / "figures")
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     for stem in ("00_thesis_map", "03_elbo_losses", "05_faces_identity", "07_swap_evaluation", "09_results"):
         (nbs / f"{stem}.ipynb").write_text("{}")
     ch = rc.build_chapter(tmp_path / "figures", tmp_path / "results", nbs)
     assert ch.missing == ["07_swap_evaluation"]
+    assert ch.n_figures == 1
     assert [t["name"] for t in ch.tables] == ["03_nll", "05_verification", "eval_diffusion_n100_s0",
                                               "eval_diffusion_n100_s0_vs_classical", "run_eval_diffusion_n24_s0",
                                               "run_eval_diffusion_n24_s0_vs_classical"]
@@ -173,6 +177,6 @@ def test_chapter_without_any_input_still_renders(tmp_path):
     ch = rc.build_chapter(tmp_path / "figures", tmp_path / "none", tmp_path / "nb")
     assert ch.tables == [] and ch.verdicts == []
     md = rc.render_markdown(ch)
-    assert "0 tables" in md and "# 2.4 Further work" in md
+    assert "0 tables" in md and "# 2.4 Further work" in md and "lists 0 figures" in md
     rc.write_chapter(ch, tmp_path / "figures")
     assert "no claims" in (tmp_path / "figures" / "results" / "tex" / "verdicts.tex").read_text()
