@@ -355,7 +355,8 @@ def plot_differences(reports: list[tuple[str, dict]]):
     runs = [(stem, r) for stem, r in reports if r.get("differences") and r["settings"]["method"] in r["differences"]]
     fig, axes = plt.subplots(1, len(EVAL_METRICS), figsize=(3.2 * len(EVAL_METRICS), 0.5 * max(len(runs), 1) + 1.6),
                              sharey=True, squeeze=False)
-    labels = [f"{r['settings']['method']} · {r.get('variant') or eval_mode(r)[1]}" for _, r in runs]
+    labels = [f"{r['settings']['method']} · {r.get('variant') or eval_mode(r)[1]} · n = {r.get('n_pairs')}"
+              for _, r in runs]
     for ax, (key, col, better) in zip(axes[0], EVAL_METRICS):
         for i, (_, r) in enumerate(runs):
             d = r["differences"][r["settings"]["method"]].get(key) or {}
