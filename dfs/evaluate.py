@@ -120,25 +120,6 @@ def _fmt(v, f: str) -> str:
 INTERVAL_COLUMNS = ("id_top1", "id_cos_source", "pose_error", "expression_error")
 
 
-def table_rows(summary: dict, keys=INTERVAL_COLUMNS + ("face_found", "seconds_per_swap")) -> list[dict]:
-    """One flat dict per row of a summary, for :func:`dfs.results.record`: each metric in ``keys``, its 95 %
-    bootstrap interval (``… low`` / ``… high``) where the summary has one, the paired difference to the comparison
-    row with its interval (``Δ …``), and the number of pairs."""
-    ci, diffs = summary.get("intervals", {}), summary.get("differences", {})
-    out = []
-    for name, r in summary["rows"].items():
-        row = {"method": name, "pairs": r.get("n", summary.get("n_pairs"))}
-        for k in keys:
-            row[k] = r.get(k)
-            if k in INTERVAL_COLUMNS:
-                iv = ci.get(name, {}).get(k) or (None, None)
-                row[f"{k} low"], row[f"{k} high"] = iv
-                d = diffs.get(name, {}).get(k, {})
-                row[f"Δ {k}"], row[f"Δ {k} low"], row[f"Δ {k} high"] = d.get("mean"), d.get("low"), d.get("high")
-        out.append(row)
-    return out
-
-
 def markdown_table(summary: dict) -> str:
     """The rows of a summary as a markdown table (95 % bootstrap intervals in brackets), the paired differences to
     the comparison row, and what the numbers are measured on."""
