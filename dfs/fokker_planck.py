@@ -23,8 +23,8 @@ vanishes, up to the O(h²) discretisation, at every density it is given). Everyt
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def euler_maruyama(drift: Drift, g: Noise, x0: np.ndarray, t_end: float, dt: flo
     if dt <= 0 or t_end <= t0:
         raise ValueError(f"need dt > 0 and t_end > t0; got dt={dt}, t0={t0}, t_end={t_end}")
     x = np.asarray(x0, dtype=np.float64).copy()
-    steps = int(math.ceil((t_end - t0) / dt - 1e-9))
+    steps = math.ceil((t_end - t0) / dt - 1e-9)
     dt = (t_end - t0) / steps
     t = t0
     for _ in range(steps):
