@@ -323,7 +323,8 @@ def check_reverse_gaussian(sched: D.NoiseSchedule, seed: int = 0) -> Check:
     impact = ("KL(q(x_{t−1}|x_t) ‖ its moment-matched Gaussian) = "
               + ", ".join(f"{kl:.2g} nats at β = {b:.3g}" for b, kl in kls.items())
               + " (two-mode data, ᾱ_{t−1} = 0.5, x_t between the modes): small for DDPM's β, but not zero")
-    return Check("KL of the true reverse conditional from a Gaussian at β = 0.5, 0.05, max β_t",
+    return Check("KL of the true reverse conditional from its moment-matched Gaussian at β = 0.5, 0.05 and the "
+                 "schedule's largest β_t (the value shown; one measurement judged against each claim)",
                  "corrected ('approximately Gaussian, → exact as β → 0'): KL decreases with β; "
                  "draft ('guaranteed Gaussian'): KL ≤ 1e-12", vals[-1], vals[-1],
                  decreasing, vals[-1] <= 1e-12, impact)
@@ -520,7 +521,7 @@ ERRATA: list[Erratum] = [
     Erratum("wgan-mechanism", "§1.1.1", "wording", 55,
             "мотивируя дискриминатор выявлять повторяющие выходы, в которых стабилизировался генератор",
             "WGAN does not detect repeated outputs (that is minibatch discrimination, Salimans et al. 2016). Its critic "
-            "estimates the Wasserstein-1 distance (Kantorovich–Rubinstein duality, a 1-Lipschitz critic enforced by weight "
+            "estimates the Wasserstein-1 distance (Kantorovich–Rubinstein duality, a Lipschitz critic enforced by weight "
             "clipping), which gives the generator useful gradients even when the two distributions do not overlap.",
             "«…авторы заменяют дивергенцию Йенсена–Шеннона расстоянием Вассерштейна, которое оценивает критик с "
             "ограниченной константой Липшица; оно даёт генератору информативный градиент даже при непересекающихся "

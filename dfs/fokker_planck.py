@@ -1,7 +1,7 @@
 """Thesis Appendix 2, checked numerically: the 1-D Fokker–Planck equation and Langevin dynamics.
 
 For the SDE  dx = f(x, t) dt + g(t) dW  (thesis App. 2, first display) the density p(x, t) of x obeys the
-Fokker–Planck equation (thesis App. 2, Theorem 0.1; Särkkä & Solin 2019, eq. 5.11 in 1-D)
+Fokker–Planck equation (thesis App. 2, Theorem 0.1; Särkkä & Solin 2019, ch. 5)
 
     ∂p/∂t = −∂/∂x (f p) + ½ g² ∂²p/∂x²  =  −∂J/∂x,   J = f p − ½ g² ∂p/∂x  (the probability flux).
 
