@@ -375,9 +375,9 @@ def check_alpha_bar_decreases(sched: D.NoiseSchedule, seed: int = 0, draws: int 
     decreasing = bool((abar[:, 1:] < abar[:, :-1]).all())
     monotone = float(((betas[:, 1:] > betas[:, :-1]).all(1)).double().mean())
     reversed_abar = torch.cumprod(1 - sched.betas.flip(0), 0)
-    return Check(f"share of {draws} random (non-monotone) β schedules whose ᾱ_t is not strictly decreasing",
-                 "corrected ('ᾱ_t decreases for any β_t ∈ (0,1)'): 0; draft (via 'т.е.', monotone β as the reason): "
-                 "the schedules would need increasing β", 0.0 if decreasing else 1.0, 1.0 - monotone,
+    return Check(f"over {draws} random β schedules in (1e-4, 0.05): the share whose ᾱ_t fails to decrease (the corrected "
+                 "claim predicts 0) and the share that are not increasing although ᾱ_t decreases (the draft's «т.е.» "
+                 "predicts 0)", "= 0", 0.0 if decreasing else 1.0, 1.0 - monotone,
                  decreasing, monotone == 1.0,
                  f"{100 * (1 - monotone):.0f}% of these schedules are not increasing yet every ᾱ_t decreases; the "
                  f"linear schedule reversed (β decreasing) gives ᾱ_T = {float(reversed_abar[-1]):.2g}, as small as "
