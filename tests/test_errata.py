@@ -1,63 +1,99 @@
-"""The errata checks: every correct form passes its numeric check, every draft form fails it, and the checks
-measure what they claim (the draft's wrong numbers come out as predicted by hand)."""
+"""The errata: every quote stands verbatim at its line of the thesis draft, every corrected form passes its
+numeric check and every draft form fails it, and the checks measure what they claim (hand computations)."""
 import math
 
 import pytest
 import torch
-from scipy import stats
 
 from dfs import diffusion as D
 from dfs import errata as E
+from dfs.paths import repo_root
 
-SCHEDULES = ["linear", "cosine"]
-
-
-@pytest.fixture(scope="module", params=SCHEDULES)
-def table(request):
-    sched = D.NoiseSchedule.from_name(request.param, 1000)
-    return sched, E.errata_table(sched, n=100_000, seed=1)
+CHECKED = [e for e in E.ERRATA if e.check is not None]
+LINEAR = D.NoiseSchedule.from_name("linear", 1000)
 
 
-def test_every_correct_form_passes_and_every_draft_form_fails(table):
-    _, rows = table
-    assert [r["slip"] for r in rows] == ["1", "2", "3", "4", "5"]
-    for r in rows:
-        assert r["correct_passes"], f"slip {r['slip']}: correct form failed its check ({r['error_correct']:.3g} > {r['tolerance']:.3g})"
-        assert not r["draft_passes"], f"slip {r['slip']}: the draft form passed its check ({r['error_draft']:.3g})"
-        assert r["error_draft"] > 10 * r["tolerance"], f"slip {r['slip']}: the draft fails only marginally"
+def _draft_lines():
+    path = E.draft_path()
+    if not path.is_file():
+        pytest.skip(f"the thesis draft is not at {path} (set DFS_SHARED to the folder holding thesis/draft_ru.txt)")
+    return E.draft_lines(path)
 
 
-def test_markdown_has_one_row_per_slip(table):
-    _, rows = table
-    md = E.errata_markdown(rows).splitlines()
-    assert len(md) == 2 + len(rows)
-    assert all("draft fails, correct passes" in line for line in md[2:])
-    # a "|" inside a cell (e.g. in Var(x_t|x_0) or LaTeX norms) would split it: every line must have 9 cells
-    assert all(line.count("|") == 10 for line in md), md
+def test_the_errata_cover_the_draft():
+    keys = [e.key for e in E.ERRATA]
+    assert len(keys) == len(set(keys)) and len(keys) >= 12
+    sections = {e.section for e in E.ERRATA}
+    assert {"§1.1.1", "App. 1", "App. 2", "App. 3"} <= sections
+    kinds = {e.kind for e in E.ERRATA}
+    assert {"formula", "derivation", "notation", "wording"} <= kinds
+    for section in ("App. 1", "App. 2", "App. 3"):
+        assert sum(e.section == section and e.check is not None for e in E.ERRATA) >= 3, section
+    assert [e.line for e in E.ERRATA] == sorted(e.line for e in E.ERRATA), "keep the draft's order"
+    assert all(e.check is not None or e.impact for e in E.ERRATA), "say why an unchecked entry matters"
 
 
-def test_slip1_both_draft_ranges_fail():
-    sched = D.NoiseSchedule.from_name("linear", 200, scale_to_T=True)
-    for upper in ("t+1", "T"):
-        err_c, err_d, tol, _ = E.check_alpha_bar(sched, upper)
-        assert err_c < tol < err_d
-    with pytest.raises(ValueError, match="upper"):
-        E.draft_alpha_bar(sched, "t")
+@pytest.mark.parametrize("entry", E.ERRATA, ids=lambda e: e.key)
+def test_quote_stands_verbatim_at_its_line(entry):
+    lines = _draft_lines()
+    assert entry.quote in lines[entry.line - 1], f"l.{entry.line} does not contain {entry.quote!r}"
 
 
-def test_slip1_iterated_variance_matches_hand_computation():
+def test_verify_quotes_reports_a_wrong_line(tmp_path):
+    lines = _draft_lines()
+    assert E.verify_quotes() == []
+    shifted = tmp_path / "draft.txt"
+    shifted.write_text("\n".join([""] + lines), encoding="utf-8")      # every line moves down by one
+    assert set(E.verify_quotes(shifted)) == {e.key for e in E.ERRATA}
+
+
+@pytest.mark.parametrize("entry", CHECKED, ids=lambda e: e.key)
+def test_corrected_form_passes_and_draft_form_fails(entry):
+    for seed in (0, 1):
+        c = entry.check(LINEAR, seed=seed)
+        assert c.correct_passes, f"{entry.key}: the corrected form failed ({c.correct} vs {c.criterion})"
+        if c.draft is not None:
+            assert c.draft_passes is False, f"{entry.key}: the draft's form passed ({c.draft} vs {c.criterion})"
+        assert c.impact
+
+
+def test_draft_path_honours_dfs_shared(monkeypatch, tmp_path):
+    monkeypatch.setenv("DFS_SHARED", str(tmp_path))
+    assert E.draft_path() == (tmp_path / "thesis" / "draft_ru.txt").resolve()
+    with pytest.raises(FileNotFoundError, match="DFS_SHARED"):
+        E.draft_lines()
+    monkeypatch.delenv("DFS_SHARED")
+    assert E.draft_path() == (repo_root().parent / "shared" / "thesis" / "draft_ru.txt").resolve()
+
+
+# ---- the checks measure what they claim -----------------------------------------------------------------
+
+
+def test_l84_draft_alpha_bar_is_the_power_of_one_factor():
     betas = torch.tensor([0.1, 0.2, 0.5], dtype=torch.float64)
+    sched = D.NoiseSchedule(betas)
+    assert torch.allclose(E.draft_alpha_bar_l84(sched), torch.tensor([0.9 ** 2, 0.8 ** 3, 0.5 ** 4], dtype=torch.float64))
+    assert torch.allclose(sched.alphas_cumprod, torch.tensor([0.9, 0.72, 0.36], dtype=torch.float64))
     v1 = 0.1
     v2 = 0.8 * v1 + 0.2
     v3 = 0.5 * v2 + 0.5
-    assert torch.allclose(E.iterated_forward_variance(D.NoiseSchedule(betas)), torch.tensor([v1, v2, v3], dtype=torch.float64))
+    assert torch.allclose(E.iterated_forward_variance(sched), torch.tensor([v1, v2, v3], dtype=torch.float64))
 
 
-def test_slip2_grid_posterior_is_exact_for_a_gaussian_product():
+def test_dropped_posterior_coefficient_by_hand():
+    # √ᾱ_{t−1} β_t / (1 − ᾱ_t) on Ho et al.'s linear schedule (β from 1e-4 to 0.02 over 1000 steps)
+    betas = [1e-4 + (0.02 - 1e-4) * i / 999 for i in range(1000)]
+    abar = list(torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0).tolist())
+    for t, expected in ((2, 0.545), (10, 0.147), (100, 0.019)):
+        coef = math.sqrt(abar[t - 2]) * betas[t - 1] / (1 - abar[t - 1])
+        assert round(coef, 3) == expected
+        assert math.isclose(float(LINEAR.posterior_mean_coef1[t - 1]), coef, rel_tol=1e-9)
+
+
+def test_grid_posterior_is_exact_for_a_gaussian_product():
     # Product of two Gaussian densities in x_{t-1}, solved by hand with precisions: independent of eq. 4's coefficients.
     sched = D.NoiseSchedule.from_name("cosine", 100)
-    t, x0, xt = 30, torch.tensor([0.7, -1.2]), torch.tensor([0.1, 0.9])
-    x0, xt = x0.double(), xt.double()
+    t, x0, xt = 30, torch.tensor([0.7, -1.2]).double(), torch.tensor([0.1, 0.9]).double()
     b, ab_prev = float(sched.betas[t]), float(sched.alphas_cumprod[t - 1])
     prec = (1 - b) / b + 1 / (1 - ab_prev)
     mean = (xt * math.sqrt(1 - b) / b + math.sqrt(ab_prev) * x0 / (1 - ab_prev)) / prec
@@ -68,48 +104,52 @@ def test_slip2_grid_posterior_is_exact_for_a_gaussian_product():
         E.posterior_by_bayes_grid(sched, x0, xt, 0)
 
 
-def test_slip2_draft_agrees_only_when_x0_is_one():
-    # The draft's first term is the x_0 coefficient itself, so it is right exactly when x_0 = 1: the check can pass.
-    sched = D.NoiseSchedule.from_name("linear", 1000)
-    t = 50
-    x0 = torch.ones(8, dtype=torch.float64)
-    xt = D.q_sample(sched, x0, t, torch.randn(8, dtype=torch.float64))
-    _, _, m_bayes, v = E.posterior_by_bayes_grid(sched, x0, xt, t)
-    assert torch.allclose(E.draft_posterior_mean(sched, x0, xt, t), m_bayes, atol=1e-6 * float(v.sqrt().min()))
-    assert not torch.allclose(E.draft_posterior_mean(sched, -x0, xt, t), D.q_posterior_mean_variance(sched, -x0, xt, t)[0])
+def test_l107_draft_mean_agrees_only_where_x0_coefficient_does_not_matter():
+    # x_0 + c₂ x_t equals c₁ x_0 + c₂ x_t exactly when x_0 = 0: the check can pass, it fails for the draft's reason
+    t = torch.full((4,), 50)
+    xt = torch.randn(4, dtype=torch.float64)
+    zero = torch.zeros(4, dtype=torch.float64)
+    assert torch.allclose(E.draft_posterior_mean(LINEAR, zero, xt, t), D.q_posterior_mean_variance(LINEAR, zero, xt, t)[0])
+    one = torch.ones(4, dtype=torch.float64)
+    diff = E.draft_posterior_mean(LINEAR, one, xt, t) - D.q_posterior_mean_variance(LINEAR, one, xt, t)[0]
+    assert torch.allclose(diff, 1 - LINEAR.posterior_mean_coef1[50].expand(4))
 
 
-def test_slip3_draft_is_nan_exactly_where_alpha_bar_eps_exceeds_one():
-    sched = D.NoiseSchedule.from_name("linear", 1000)
+def test_l319_draft_grouping_gives_minus_twice_the_mean():
+    t = torch.tensor([3, 30, 300])
+    x0, xt = torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    assert torch.allclose(E.draft_posterior_mean_l319(LINEAR, x0, xt, t), -2 * D.q_posterior_mean_variance(LINEAR, x0, xt, t)[0])
+
+
+def test_l111_draft_inversion_is_nan_exactly_where_alpha_bar_eps_exceeds_one():
     t, eps = 10, torch.linspace(-3, 3, 61, dtype=torch.float64)
-    x = E.draft_q_sample(sched, torch.zeros_like(eps), t, eps)
-    assert torch.equal(torch.isnan(x), sched.alphas_cumprod[t] * eps > 1)
+    x = E.draft_x0_from_eps(LINEAR, torch.zeros_like(eps), t, eps)
+    assert torch.equal(torch.isnan(x), LINEAR.alphas_cumprod[t] * eps > 1)
 
 
-def test_slip4_draft_weight_is_correct_weight_over_beta():
-    sched = D.NoiseSchedule.from_name("cosine", 1000)
-    t = torch.arange(sched.T)
-    sigma2 = sched.posterior_variance.clamp(min=1e-20)
-    ratio = E.draft_eps_loss_weight(sched, t, sigma2) / E.eps_loss_weight(sched, t, sigma2)
-    assert torch.allclose(ratio, 1 / sched.betas)
+def test_l123_weights_by_hand():
+    # Σ = σ² I: ‖Σ‖₂² = σ⁴ (the spectral norm of σ² I is σ²)
+    sigma2 = torch.tensor([0.3, 0.01], dtype=torch.float64)
+    assert torch.allclose(E.draft_loss_weight(sigma2), 1 / (2 * torch.linalg.matrix_norm(sigma2[:, None, None] * torch.eye(3), ord=2) ** 2))
+    t = torch.tensor([0, 99, 999])
+    b, a, ab = LINEAR.betas[t], LINEAR.alphas[t], LINEAR.alphas_cumprod[t]
+    assert torch.allclose(E.eps_loss_weight(LINEAR, t, b), b / (2 * a * (1 - ab)))
     with pytest.raises(ValueError, match="timesteps"):
-        E.eps_loss_weight(sched, torch.tensor([sched.T]), torch.ones(1, dtype=torch.float64))
+        E.eps_loss_weight(LINEAR, torch.tensor([LINEAR.T]), torch.ones(1, dtype=torch.float64))
 
 
-def test_slip5_draft_one_step_variance_is_what_the_algebra_predicts():
-    # Var((1−β)^½ x + β ε) = (1−β)(1 − ᾱ_{t−1}) + β² for x ~ q(x_{t−1}|x_0): the check sees the draft's real variance.
-    sched = D.NoiseSchedule.from_name("linear", 1000)
-    g = torch.Generator().manual_seed(0)
-    n, t = 200_000, 4
-    x_prev = D.q_sample(sched, torch.zeros(n, dtype=torch.float64), t - 1, torch.randn(n, generator=g, dtype=torch.float64))
-    x = E.draft_q_step(sched, x_prev, t, torch.randn(n, generator=g, dtype=torch.float64))
-    b, ab_prev = float(sched.betas[t]), float(sched.alphas_cumprod[t - 1])
-    predicted = (1 - b) * (1 - ab_prev) + b**2
-    # χ² confidence interval for a sample variance
-    lo, hi = stats.chi2.ppf([1e-6, 1 - 1e-6], n - 1) / (n - 1)
-    assert lo * predicted < float(x.var()) < hi * predicted
+def test_telescoping_is_exact_for_T_and_only_for_T():
+    sched = D.NoiseSchedule.from_name("cosine", 20)
+    assert E.telescoping_error(sched, seed=3) < 1e-9
+    assert all(E.telescoping_error(sched, seed=3, upper=u) > 1e-3 for u in (2, 10, 19))
 
 
-def test_errata_table_rejects_tiny_samples():
-    with pytest.raises(ValueError, match="too few"):
-        E.errata_table(D.NoiseSchedule.from_name("linear", 10), n=10)
+def test_markdown_has_one_block_per_entry_and_a_summary_table():
+    rows = E.errata_table(D.NoiseSchedule.from_name("linear", 1000))
+    md = E.errata_markdown(rows)
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(E.ERRATA)
+    assert all(line.count("|") == 6 for line in table), "a '|' inside a cell would split it"
+    assert md.count("```latex") == len(E.ERRATA)
+    assert sum(r["check"] is not None for r in rows) == len(CHECKED)
+    assert "FAILS" not in md and "draft passes" not in md
