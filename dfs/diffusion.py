@@ -194,7 +194,8 @@ def _check_same_shape(**tensors: torch.Tensor) -> None:
 def q_step(sched: NoiseSchedule, x_prev: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
     """One forward step x_t ~ q(x_t | x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I)  (thesis eq. 1).
 
-    Note the standard deviation is √β_t, not β_t (see the errata in notebook 01).
+    The standard deviation is √β_t (the draft writes it so, l.67 and l.238); App. 1's slip runs the other way,
+    a standard deviation where a variance belongs (l.243; ``dfs.errata``).
     """
     noise = torch.randn_like(x_prev) if noise is None else noise
     _check_same_shape(x_prev=x_prev, noise=noise)
