@@ -139,7 +139,7 @@ ENTRIES: tuple[Entry, ...] = (
       r"(1-\overline{\alpha}_t)I)", COVERED, notebooks=((NB01, "Iterating eq. (1) gives eq. (2)"),),
       code=("dfs.diffusion.q_sample", "dfs.diffusion.q_mean_variance"), figures=("01_closed_form_vs_iterated",)),
     E("equation", "ᾱ_t (after eq. 2)", 84, r"\overline{\alpha_t} = \prod_{s=0}^t (1-\beta_t)", COVERED,
-      notebooks=((NB01, "4. Errata"),), code=("dfs.diffusion.NoiseSchedule", "dfs.errata.draft_alpha_bar"),
+      notebooks=((NB01, "4. Errata"),), code=("dfs.diffusion.NoiseSchedule", "dfs.errata.draft_alpha_bar_l84"),
       note="implemented as ∏_{s=1}^t (1−β_s); the draft's index slips are in the errata"),
     E("equation", "eq. (3)", 90, r"p_{\theta}(x_{t-1}|x_t) = \mathcal{N}(x_{t-1}|\mu_{\theta}(x_t, t), "
       r"\Sigma_{\theta}(x_t, t))", COVERED, notebooks=((NB01, "3. The reverse process"),),
@@ -165,7 +165,7 @@ ENTRIES: tuple[Entry, ...] = (
       notebooks=((NB02, "3. Training an MLP"),), code=("dfs.diffusion.p_mean_variance", "dfs.toy.MLPEpsModel")),
     E("equation", "L_t", 123, r"L_{t} = \mathbb{E}_{x_{0},t,\epsilon} \left[\frac{1}{2||\Sigma_{\theta}(x_{t},t)||_{2}^{2}}",
       COVERED, notebooks=((NB03, "1. The bound and its terms"), (NB01, "4. Errata")),
-      code=("dfs.diffusion.vlb_term", "dfs.errata.eps_loss_weight", "dfs.errata.draft_eps_loss_weight"),
+      code=("dfs.diffusion.vlb_term", "dfs.errata.eps_loss_weight", "dfs.errata.draft_loss_weight"),
       note="the weight of the ε-form is β_t²/(2σ_t²α_t(1−ᾱ_t)); the draft's weight is in the errata"),
     E("equation", "L_simple", 127, r"L_t^* = \mathbb{E}_{x_0, t, \epsilon} \left[||\epsilon_t - \epsilon_\theta",
       COVERED, notebooks=((NB02, "3. Training an MLP"), (NB03, "2. Training")), code=("dfs.diffusion.loss_simple",)),
@@ -178,9 +178,11 @@ ENTRIES: tuple[Entry, ...] = (
       note="computed by diffusers' attention layers; dfs records and draws softmax(QKᵀ/√d) but does not "
            "re-implement it"),
     E("equation", "Fokker–Planck (App. 2, Theorem 0.1)", 263, r"\frac{\partial p(x|t)}{\partial t} = "
-      r"-\frac{\partial}{\partial x} \left(f\left(x,t\right) p(x|t) \right)", NOT_COVERED,
-      note="no Fokker–Planck solver here yet (a finite-difference check against Euler–Maruyama particles is being "
-           "added on another branch)"),
+      r"-\frac{\partial}{\partial x} \left(f\left(x,t\right) p(x|t) \right)", COVERED,
+      notebooks=((NB02, "8. Appendix 2 checked: the Fokker–Planck equation, on a grid and with particles"),),
+      code=("dfs.fokker_planck.fp_solve", "dfs.fokker_planck.euler_maruyama"), figures=("02_fokker_planck",),
+      note="1-D finite differences against Euler–Maruyama particle histograms; both errors fall as the grid and "
+           "the particle count grow (tests/test_fokker_planck.py)"),
     E("equation", "Langevin drift (App. 2)", 307, r"f(x,t)=rac{1}{2}rac{\partial}{\partial x}\log p(x|t).", PARTLY,
       notebooks=((NB02, "7. Langevin dynamics"),), code=("dfs.toy.langevin", "dfs.toy.mixture_score"),
       note="Langevin sampling of a fixed target p* is shown; the draft's drift uses the evolving density p(x|t)"),
@@ -227,13 +229,15 @@ ENTRIES: tuple[Entry, ...] = (
     # ---- appendices -----------------------------------------------------------------------------------------
     E("appendix", "App. 1", 234, "Явное выражение для семплирования на произвольном шаге диффузии", COVERED,
       notebooks=((NB01, "Iterating eq. (1) gives eq. (2)"), (NB01, "4. Errata")),
-      code=("dfs.errata.check_reparameterisation", "dfs.errata.iterated_forward_variance"),
+      code=("dfs.errata.check_merged_noise", "dfs.errata.iterated_forward_variance"),
       figures=("01_closed_form_vs_iterated",),
       note="numeric check of the Gaussian merging; the slips of l.241–249 are errata"),
-    E("appendix", "App. 2", 253, "Динамика Ланжевена как стохастическая реализация уравнения Фоккера-Планка", PARTLY,
-      notebooks=((NB02, "7. Langevin dynamics"),), code=("dfs.toy.langevin",),
-      note="Langevin dynamics is run on a fixed target; the Fokker–Planck equation is not solved here yet (being "
-           "added on another branch)"),
+    E("appendix", "App. 2", 253, "Динамика Ланжевена как стохастическая реализация уравнения Фоккера-Планка", COVERED,
+      notebooks=((NB02, "7. Langevin dynamics"), (NB02, "Langevin dynamics: a fixed target, not the evolving density")),
+      code=("dfs.toy.langevin", "dfs.fokker_planck.fixed_target_rhs", "dfs.fokker_planck.draft_langevin_rhs"),
+      figures=("02_langevin_fokker_planck",),
+      note="Fokker–Planck solved and checked against particles; Langevin with a fixed p* keeps p* stationary, while "
+           "the draft's drift with the evolving density makes every density stationary (a tautology; errata)"),
     E("appendix", "App. 3", 315, "Вывод ELBO", COVERED, notebooks=((NB03, "1. The bound and its terms"),),
       code=("dfs.diffusion.vlb_terms", "dfs.diffusion.normal_kl", "dfs.diffusion.discretized_gaussian_log_likelihood"),
       note="the completed decomposition and its terms in bits/dim; the draft's derivation stops garbled (l.337)"),
