@@ -9,8 +9,8 @@ reference implementation, and calls ``p.fail("...")`` with a sentence that names
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

@@ -51,7 +51,7 @@ def _batch_and_dtype(p, fn_args, ref, what: str, sched) -> None:
     p.passed("a batch of different t, shapes (4, 3, 8, 8) and (4, 4)")
     args = fn_args((4, 3, 8, 8), torch.float32)
     out = p.tensor(p(*args), what, shape=(4, 3, 8, 8), dtype=torch.float32)
-    p.close(out, ref(*args), what, " with float32 inputs", rtol=1e-4, atol=1e-5)
+    p.close(out, ref(*args), what, " with float32 inputs", rtol=2e-3, atol=1e-4)
     p.passed("float32 stays float32")
 
 

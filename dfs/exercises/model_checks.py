@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .. import latent, metrics
 from ..swap.faceshifter import AADLayer
@@ -83,8 +83,8 @@ def check_vq(p):
     codebook, commit = (p.tensor(x, name, shape=()) for x, name in zip(out, ("codebook term", "commitment term")))
     d = float(((z0 - e0) ** 2).mean())
     for x, name in ((codebook, "codebook"), (commit, "commitment")):
-        if abs(float(x) - d) > 1e-9:
-            p.fail(f"your {name} term is {float(x):.5g}; its value is the mean squared distance between z_e and e, {d:.5g}")
+        if abs(float(x.detach()) - d) > 1e-9:
+            p.fail(f"your {name} term is {float(x.detach()):.5g}; its value is the mean squared distance between z_e and e, {d:.5g}")
     p.passed("values: the mean squared distance")
     for x, name, moves, still in ((codebook, "codebook", e, z_e), (commit, "commitment", z_e, e)):
         z_e.grad = e.grad = None
@@ -109,7 +109,7 @@ def _cosine_ref(a, b):
 
 
 def _as_tensor(p, out, what, shape):
-    if isinstance(out, np.ndarray) or isinstance(out, float):
+    if isinstance(out, (np.ndarray, float)):
         out = torch.as_tensor(out)
     return p.tensor(out, what, shape=shape)
 
