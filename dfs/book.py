@@ -30,7 +30,7 @@ td,th{border:1px solid #ccc;padding:.2rem .5rem} code{background:#f4f4f4}"""
 def _title(nb, fallback: str) -> str:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            m = re.search(r"^#\s+(.+)$", cell.source, re.M)
+            m = re.search(r"^#\s+(.+)$", cell.source, re.MULTILINE)
             if m:
                 return m.group(1).strip()
     return fallback

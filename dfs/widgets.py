@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 INTERACTIVE_BACKENDS = ("inline", "ipympl", "widget", "nbagg")
 

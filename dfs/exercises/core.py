@@ -151,14 +151,14 @@ def run_check(name: str, fn: Callable, seed: int = 0) -> CheckResult:
     return CheckResult(name, True, "", probe.properties)
 
 
-def check(name: str, fn: Callable, seed: int = 0) -> CheckResult:
+def check(name: str, fn: Callable, seed: int = 0) -> None:
     """Check your implementation of exercise ``name``: prints ✓ and the properties checked, or raises
-    :class:`ExerciseFailed` naming the property that failed (with the numbers, not the solution)."""
+    :class:`ExerciseFailed` naming the property that failed (with the numbers, not the solution). Use
+    :func:`run_check` for the result as data."""
     result = run_check(name, fn, seed)
     if not result.passed:
         raise ExerciseFailed(name, result.message)
     print(result)
-    return result
 
 
 def mc_tolerance(n: int, k: float = 6.0) -> float:

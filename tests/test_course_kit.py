@@ -1,0 +1,190 @@
+"""The course kit: the student edition (stubs fail every check, the reference solutions pass every check), the
+exercise notebooks' layout, headless sliders, and ``dfs book`` on a tiny executed notebook."""
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import pytest
+
+from dfs import cli
+from dfs.exercises import EXERCISES
+from dfs.exercises.student import (
+    CHECK,
+    SOLUTION,
+    exercise_notebooks,
+    grade,
+    notebook_exercises,
+    run_cells,
+    stub_source,
+    student_edition,
+)
+from dfs.reproduce import find_notebooks
+
+matplotlib.use("Agg")
+ROOT = Path(__file__).resolve().parent.parent
+EX_NOTEBOOKS = exercise_notebooks(ROOT / "notebooks" / "exercises")
+
+
+def test_exercise_notebooks_cover_every_exercise_and_stay_out_of_reproduce():
+    named = [n for p in EX_NOTEBOOKS for n in notebook_exercises(nbformat.read(p, as_version=4))]
+    assert sorted(named) == sorted(EXERCISES)
+    assert not [p for p in find_notebooks(ROOT / "notebooks") if "exercises" in p.parts]
+    assert not [p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb") if "exercises" in p.parts]
+
+
+@pytest.mark.parametrize("path", EX_NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercise_notebook_is_literate_and_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and "budget" in nb.cells[0].source.lower()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert next(c for c in code if "parameters" in c.metadata.get("tags", [])).source.startswith("QUICK = True")
+    assert "setup(" in code[1].source
+    assert max(len(c.source.splitlines()) for c in code) <= 40
+    for i, cell in enumerate(nb.cells):           # every solution cell is followed by its check cell
+        if cell.cell_type == "code" and SOLUTION in cell.metadata.get("tags", []):
+            nxt = nb.cells[i + 1]
+            assert CHECK in nxt.metadata.get("tags", []), f"cell {i} of {path.name}: a solution without a check"
+            name = re.search(r"def (\w+)", cell.source).group(1)
+            assert f'check("{name}", {name})' in nxt.source
+
+
+def test_stub_keeps_signature_and_docstring_and_drops_the_body():
+    src = 'import math\n\ndef f(a, b=2,\n      c=3):\n    """Doc."""\n    return a + b  # secret\n\nX = 1\n'
+    stub = stub_source(src)
+    assert "def f(a, b=2,\n      c=3):" in stub and '"""Doc."""' in stub and "secret" not in stub
+    assert 'raise NotImplementedError("exercise: implement f")' in stub and "import math" in stub and "X = 1" in stub
+    ns = {}
+    exec(stub, ns)  # noqa: S102 - the stub is ours
+    with pytest.raises(NotImplementedError, match="exercise: implement f"):
+        ns["f"](1)
+    with pytest.raises(ValueError, match="several lines"):
+        stub_source("def g(x): return x\n")
+
+
+def test_student_edition_fails_every_check_and_passes_with_the_solutions_filled_in(tmp_path, capsys):
+    assert cli.main(["exercises", "--out", str(tmp_path / "student")]) == 0
+    written = sorted((tmp_path / "student").glob("*.ipynb"))
+    assert [p.name for p in written] == [p.name for p in EX_NOTEBOOKS]
+    for student, teacher in zip(written, EX_NOTEBOOKS):
+        snb, tnb = nbformat.read(student, as_version=4), nbformat.read(teacher, as_version=4)
+        assert not any(SOLUTION in c.metadata.get("tags", []) for c in snb.cells)
+        assert "Answer (teacher's edition)" not in "".join(c.source for c in snb.cells)
+        results = grade(student)                       # stubs left: every check fails with its message
+        assert results and all(not r.passed and "not implemented yet" in r.message for r in results)
+        filled = nbformat.from_dict(snb)               # stubs filled in with the reference solutions
+        sols = iter(c.source for c in tnb.cells if c.cell_type == "code" and SOLUTION in c.metadata.get("tags", []))
+        for cell in filled.cells:
+            if "exercise" in cell.metadata.get("tags", []) and cell.cell_type == "code":
+                cell.source = next(sols)
+        nbformat.write(filled, tmp_path / student.name)
+        results = grade(tmp_path / student.name)
+        assert all(r.passed for r in results), [str(r) for r in results if not r.passed]
+    assert cli.main(["exercises", "--grade", str(written[0])]) == 1
+    assert "not implemented yet" in capsys.readouterr().out
+    assert cli.main(["exercises"]) == 2
+
+
+def test_check_cells_of_the_student_edition_raise_with_their_message(tmp_path):
+    student_edition(tmp_path)
+    nb = nbformat.read(tmp_path / "04_latent.ipynb", as_version=4)
+    ns = run_cells(nb)
+    checks = [c for c in nb.cells if CHECK in c.metadata.get("tags", [])]
+    for cell in checks:
+        with pytest.raises(AssertionError, match="not implemented yet"):
+            exec(cell.source, ns)  # noqa: S102 - the student edition's check cell
+
+
+def test_slider_figure_is_static_when_headless():
+    from dfs.widgets import is_headless, slider_figure
+    calls = []
+
+    def draw(t, schedule):
+        calls.append((t, schedule))
+        import matplotlib.pyplot as plt
+        return plt.figure()
+
+    assert is_headless()
+    fig = slider_figure(draw, t=(0, 999, 100), schedule=["linear", "cosine"])
+    assert calls == [(100, "linear")] and hasattr(fig, "savefig")
+    with pytest.raises(ValueError, match="low ≤ default ≤ high"):
+        slider_figure(draw, t=(0, 10, 20))
+    with pytest.raises(ValueError, match="expected"):
+        slider_figure(draw, t="fast")
+    with pytest.raises(TypeError, match="must return a matplotlib figure"):
+        slider_figure(lambda t: None, t=(0, 1, 0))
+
+
+def test_slider_figure_builds_the_controls_when_live():
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+
+    from dfs.widgets import slider_figure
+    box = slider_figure(lambda t, eta, s: plt.figure(), static=False, t=(0, 999, 100), eta=(0.0, 1.0, 0.5),
+                        s=["a", "b"])
+    controls = box.children[0].children
+    assert [type(c) for c in controls] == [W.IntSlider, W.FloatSlider, W.Dropdown]
+    assert [c.value for c in controls] == [100, 0.5, "a"] and (controls[0].min, controls[0].max) == (0, 999)
+
+
+@pytest.mark.slow
+def test_slider_renders_a_png_in_a_headless_kernel(tmp_path):
+    from dfs.reproduce import run_notebook
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("QUICK = True", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nfrom dfs.widgets import slider_figure\n"
+                                  "def draw(t):\n    fig, ax = plt.subplots()\n    ax.plot([0, t])\n    return fig\n"
+                                  "slider_figure(draw, t=(0, 10, 3));")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "01_tiny.ipynb")
+    run = run_notebook(tmp_path / "01_tiny.ipynb", tmp_path / "out", quick=True)
+    outputs = nbformat.read(run.executed, as_version=4).cells[-1].outputs
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("static figure at t = 3" in o.get("text", "") for o in outputs)
+
+
+def _tiny_build(tmp_path):
+    """A build folder with one executed notebook (as papermill leaves it) and a figures folder with its figure."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 — A tiny notebook\n\nSome $x_t$."),
+                                         nbformat.v4.new_code_cell("print(1 + 1)")])
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="2\n")]
+    nb.metadata["papermill"] = {"duration": 3.2, "end_time": "2026-11-30T12:00:00.000000"}
+    (tmp_path / "build" / "notebooks").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "build" / "notebooks" / "01_tiny.ipynb")
+    figs = tmp_path / "figures"
+    figs.mkdir()
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(figs / "fig_tiny.png")
+    plt.close(fig)
+    (figs / "MANIFEST.json").write_text(json.dumps({"fig_tiny": {"files": ["fig_tiny.png"], "notebook": "01_tiny",
+                                                                 "mode": "quick", "device": "cpu", "seed": 0,
+                                                                 "commit": "abc"}}))
+    (figs / "results.md").write_text("# Results\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    return figs
+
+
+def test_book_builds_pages_with_figures_and_no_broken_links(tmp_path):
+    from dfs.book import build_book
+    figs = _tiny_build(tmp_path)
+    index = build_book(tmp_path / "build", tmp_path / "site", figures=figs, exercises=False, log=lambda *_: None)
+    site = index.parent
+    page = (site / "notebooks" / "01_tiny.html").read_text()
+    assert "A tiny notebook" in page and "Figures saved by this run (1)" in page
+    assert (site / "figures" / "fig_tiny.png").stat().st_size > 0
+    assert "<table>" in (site / "results.html").read_text()          # figures/results.md rendered
+    assert "appears here once figures/thesis_map.md exists" in (site / "thesis_map.html").read_text()
+    assert "Teacher" in (site / "teaching.html").read_text()
+    for html_file in site.rglob("*.html"):                          # every local link and image resolves
+        for ref in re.findall(r'(?:href|src)="([^"#:]+)"', html_file.read_text()):
+            if not ref.startswith(("http", "//", "data")) and not ref.endswith(".js"):
+                assert (html_file.parent / ref).exists(), f"{html_file.name}: broken {ref}"
+    assert "01_tiny.html" in index.read_text() and "3 s" in index.read_text()
+
+
+def test_book_without_a_build_says_what_to_run(tmp_path, capsys):
+    assert cli.main(["book", "--build", str(tmp_path / "nothing"), "--no-exercises"]) == 2
+    assert "dfs reproduce" in capsys.readouterr().err
