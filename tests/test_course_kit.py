@@ -188,3 +188,20 @@ def test_book_builds_pages_with_figures_and_no_broken_links(tmp_path):
 def test_book_without_a_build_says_what_to_run(tmp_path, capsys):
     assert cli.main(["book", "--build", str(tmp_path / "nothing"), "--no-exercises"]) == 2
     assert "dfs reproduce" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EX_NOTEBOOKS, ids=lambda p: p.stem)
+def test_teacher_edition_runs_in_a_kernel_and_every_check_passes(path, tmp_path, monkeypatch):
+    """The teacher's edition under papermill (as `dfs book` runs it): no error, a ✓ per exercise, sliders as PNGs."""
+    from dfs.reproduce import run_notebook
+    monkeypatch.setenv("DFS_FIGURES", str(tmp_path / "figures"))
+    run = run_notebook(path, tmp_path / "out", quick=True)
+    nb = nbformat.read(run.executed, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    names = notebook_exercises(nbformat.read(path, as_version=4))
+    assert all(f"✓ {n}:" in text for n in names)
+    assert f"{len(names)} of {len(names)} exercises pass in this run" in text
+    sliders = [c for c in nb.cells if c.cell_type == "code" and "slider_figure(" in c.source]
+    assert all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in sliders)
+    print(f"{path.stem}: {run.seconds:.1f} s")

@@ -4,11 +4,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dfs import diffusion as D
 from dfs import errata, latent
 from dfs.exercises import EXERCISES, ExerciseFailed, check, run_check
 from dfs.exercises import references as R
+from dfs.swap import faceshifter
 
 
 @pytest.mark.parametrize("name", sorted(EXERCISES))
@@ -269,6 +271,14 @@ WRONG = [
     ("wgan_gp", "one norm over the whole batch", _gp_batch_norm, "expected 40"),
     ("wgan_gp", "gradient at the real samples", _gp_at_real, "D(x) = ½‖x‖²"),
     ("wgan_gp", "no create_graph", _gp_no_graph, "no gradient"),
+    ("hinge_d_loss", "no hinge (a linear loss)",
+     lambda r, f: torch.stack([(1 - a).mean() + (1 + b).mean() for a, b in zip(r, f)]).mean(), "must be 0"),
+    ("hinge_d_loss", "one mean over every scale's logits pooled",
+     lambda r, f: F.relu(1 - torch.cat([a.flatten() for a in r])).mean() + F.relu(1 + torch.cat([b.flatten() for b in f])).mean(),
+     "two scales of different sizes"),
+    ("hinge_d_loss", "a sum over scales", lambda r, f: 2 * faceshifter.hinge_d_loss(r, f), "must be 2"),
+    ("hinge_d_loss", "the margins' signs swapped",
+     lambda r, f: torch.stack([F.relu(1 + a).mean() + F.relu(1 - b).mean() for a, b in zip(r, f)]).mean(), "must be 0"),
 ]
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .. import latent, metrics
+from ..swap import faceshifter
 from ..swap.faceshifter import AADLayer
 from . import references as R
 from .core import exercise
@@ -226,3 +227,42 @@ def check_wgan_gp(p):
     if err > 1e-8:
         p.fail(f"the gradient of your penalty with respect to the critic's weights is off by up to {err:.3g}")
     p.passed("differentiable with respect to the critic's weights")
+
+
+@exercise("hinge_d_loss", "05", "the multi-scale hinge loss of the discriminator",
+          "Lim & Ye 2017; FaceShifter §3.1 (pix2pixHD's multi-scale discriminator)", faceshifter.hinge_d_loss)
+def check_hinge(p):
+    g = torch.Generator().manual_seed(30)
+    real = [1 + torch.rand(4, 1, 6, 6, generator=g, dtype=F64), 1 + torch.rand(4, 1, 3, 3, generator=g, dtype=F64)]
+    fake = [-1 - torch.rand(4, 1, 6, 6, generator=g, dtype=F64), -1 - torch.rand(4, 1, 3, 3, generator=g, dtype=F64)]
+    loss = p.tensor(p(real, fake), "loss", shape=())
+    if abs(float(loss.detach())) > 1e-12:
+        p.fail(f"with every real logit ≥ 1 and every fake logit ≤ −1 no hinge is active, so the loss must be 0; "
+               f"yours is {float(loss.detach()):.4g}")
+    zeros = [torch.zeros(4, 1, 6, 6, dtype=F64), torch.zeros(4, 1, 3, 3, dtype=F64)]
+    loss = p.tensor(p(zeros, zeros), "loss", shape=())
+    if abs(float(loss.detach()) - 2) > 1e-12:
+        p.fail(f"with every logit 0 each of the two hinges costs 1, so the loss must be 2; yours is {float(loss.detach()):.4g}")
+    p.passed("0 past the margins, 2 at zero logits")
+    real = [torch.randn(4, 1, 6, 6, generator=g, dtype=F64).requires_grad_(True),
+            (3 * torch.randn(4, 1, 2, 2, generator=g, dtype=F64)).requires_grad_(True)]
+    fake = [torch.randn(4, 1, 6, 6, generator=g, dtype=F64).requires_grad_(True),
+            (3 * torch.randn(4, 1, 2, 2, generator=g, dtype=F64)).requires_grad_(True)]
+    loss = p.tensor(p(real, fake), "loss", shape=())
+    ref = faceshifter.hinge_d_loss(real, fake)
+    if abs(float(loss.detach()) - float(ref.detach())) > 1e-9:
+        p.fail(f"with two scales of different sizes (6×6 and 2×2 logits) your loss is {float(loss.detach()):.6g}, expected "
+               f"{float(ref.detach()):.6g}: each scale's hinge terms are averaged over its own logits, then over the scales")
+    p.passed("two scales of different sizes")
+    if not loss.requires_grad:
+        p.fail("your loss gives the logits no gradient")
+    grads = torch.autograd.grad(loss, real + fake, allow_unused=True)
+    ref_grads = torch.autograd.grad(ref, real + fake)
+    for which, got, exp, logits in zip(["real"] * 2 + ["fake"] * 2, grads, ref_grads, real + fake):
+        got = torch.zeros_like(exp) if got is None else got
+        bad = (got - exp).abs() > 1e-12
+        if bad.any():
+            v = float(logits.detach()[bad][0])
+            p.fail(f"a {which} logit of {v:.3g} gets gradient {float(got[bad][0]):.3g} from your loss, expected "
+                   f"{float(exp[bad][0]):.3g} (a logit past its margin gets none)")
+    p.passed("gradients: none past the margins")
