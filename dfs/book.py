@@ -1,6 +1,7 @@
 """``dfs book``: a static HTML site of the executed notebooks of the last ``dfs reproduce``, with their figures.
 
-The pages are made by nbconvert's ``HTMLExporter`` (already a dependency through papermill/jupyter, and it renders
+Plotly figures keep their interactive HTML, with plotly.js copied next to them (no CDN). The pages are made by
+nbconvert's ``HTMLExporter`` (already a dependency through papermill/jupyter, and it renders
 exactly what was executed; Jupyter Book or mkdocs-jupyter would add a build system for the same result).
 ``dfs reproduce`` runs notebooks with matplotlib on Agg, so their figures are not inline outputs: each page gets the
 figures that notebook saved through :func:`dfs.figures.save` (``figures/MANIFEST.json``), copied into the site.
@@ -16,10 +17,16 @@ import re
 import shutil
 from pathlib import Path
 
+import mistune
 import nbformat
+from nbconvert import HTMLExporter
+from plotly.offline import get_plotlyjs
 
+from .exercises.student import exercise_notebooks
 from .paths import figures_dir, repo_root
-from .reproduce import NOTEBOOK_PATTERN
+from .reproduce import NOTEBOOK_PATTERN, run_notebook
+
+PLOTLY_CDN = re.compile(r'<script[^>]*src="https://cdn\.plot\.ly/[^"]*"[^>]*></script>')
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}
 nav.dfs{font-size:.9rem;border-bottom:1px solid #ccc;margin-bottom:1rem;padding:.4rem 0}
@@ -37,7 +44,6 @@ def _title(nb, fallback: str) -> str:
 
 
 def _markdown_html(text: str) -> str:
-    import mistune
     return mistune.html(text)
 
 
@@ -52,6 +58,20 @@ def _nav(depth: int = 0) -> str:
             f'<a href="{up}thesis_map.html">Thesis map</a><a href="{up}results.html">Results chapter</a></nav>')
 
 
+def _copy_figure(src: Path, dst: Path) -> None:
+    """Copy a saved figure; a plotly page's CDN script becomes a local ``plotly.min.js`` (readers may be offline)."""
+    if src.suffix != ".html":
+        shutil.copy2(src, dst)
+        return
+    text = src.read_text(encoding="utf-8")
+    if PLOTLY_CDN.search(text):
+        local = dst.parent / "plotly.min.js"
+        if not local.is_file():
+            local.write_text(get_plotlyjs(), encoding="utf-8")
+        text = PLOTLY_CDN.sub('<script charset="utf-8" src="plotly.min.js"></script>', text)
+    dst.write_text(text, encoding="utf-8")
+
+
 def _figures_section(stem: str, manifest: dict, fig_dir: Path, site: Path, depth: int) -> str:
     mine = {k: v for k, v in manifest.items() if v.get("notebook") == stem}
     if not mine:
@@ -62,7 +82,7 @@ def _figures_section(stem: str, manifest: dict, fig_dir: Path, site: Path, depth
     for name, entry in sorted(mine.items()):
         files = [f for f in entry.get("files", []) if (fig_dir / f).is_file()]
         for f in files:
-            shutil.copy2(fig_dir / f, site / "figures" / f)
+            _copy_figure(fig_dir / f, site / "figures" / f)
         caption = html.escape(f"{name} · {entry.get('mode', '?')} mode · {entry.get('device', '?')} · seed "
                               f"{entry.get('seed')} · commit {str(entry.get('commit', '?'))[:10]}")
         pngs = [f for f in files if f.endswith(".png")]
@@ -75,8 +95,6 @@ def _figures_section(stem: str, manifest: dict, fig_dir: Path, site: Path, depth
 
 
 def _notebook_page(path: Path, site_path: Path, manifest: dict, fig_dir: Path, site: Path, depth: int) -> str:
-    from nbconvert import HTMLExporter
-
     nb = nbformat.read(path, as_version=4)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     extra = _figures_section(path.stem, manifest, fig_dir, site, depth)
@@ -89,9 +107,6 @@ def _notebook_page(path: Path, site_path: Path, manifest: dict, fig_dir: Path, s
 
 def _executed_exercises(build: Path, log) -> list[Path]:
     """Executed copies of the exercise notebooks: from ``<build>/notebooks/exercises`` or executed now."""
-    from .exercises.student import exercise_notebooks
-    from .reproduce import run_notebook
-
     out = build / "notebooks" / "exercises"
     done = []
     for nb in exercise_notebooks():

@@ -19,6 +19,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import ipywidgets as W
+import matplotlib
+import matplotlib.pyplot as plt
+from IPython import get_ipython
+from IPython.display import Image, display
+
 INTERACTIVE_BACKENDS = ("inline", "ipympl", "widget", "nbagg")
 
 
@@ -64,23 +70,16 @@ def is_headless() -> bool:
     non-interactive backend (``dfs reproduce`` runs notebooks with MPLBACKEND=Agg)."""
     if os.environ.get("DFS_STATIC_WIDGETS", "").strip() not in ("", "0"):
         return True
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return True
     shell = get_ipython()
     if shell is None or not hasattr(shell, "kernel"):
         return True
-    import matplotlib
     backend = matplotlib.get_backend().lower()
     return not any(b in backend for b in INTERACTIVE_BACKENDS)
 
 
 def _display_png(fig) -> None:
-    from IPython import get_ipython
     if get_ipython() is None:
         return
-    from IPython.display import Image, display
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     display(Image(data=buf.getvalue(), format="png"))
@@ -97,7 +96,6 @@ def slider_figure(fn: Callable, static: bool | None = None, **ranges):
     defaults = {c.name: c.default for c in controls}
     if static is None:
         static = is_headless()
-    import matplotlib.pyplot as plt
     if static:
         fig = fn(**defaults)
         if not hasattr(fig, "savefig"):
@@ -112,10 +110,6 @@ def slider_figure(fn: Callable, static: bool | None = None, **ranges):
 
 
 def _live(fn: Callable, controls: list[Control]):
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
     widgets = {}
     for c in controls:
         if c.choices is not None:

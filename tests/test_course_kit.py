@@ -160,9 +160,11 @@ def _tiny_build(tmp_path):
     ax.plot([0, 1])
     fig.savefig(figs / "fig_tiny.png")
     plt.close(fig)
-    (figs / "MANIFEST.json").write_text(json.dumps({"fig_tiny": {"files": ["fig_tiny.png"], "notebook": "01_tiny",
-                                                                 "mode": "quick", "device": "cpu", "seed": 0,
-                                                                 "commit": "abc"}}))
+    import plotly.graph_objects as go
+    go.Figure(go.Scatter(x=[0, 1], y=[1, 0])).write_html(figs / "fig_plotly.html", include_plotlyjs="cdn")
+    entry = {"notebook": "01_tiny", "mode": "quick", "device": "cpu", "seed": 0, "commit": "abc"}
+    (figs / "MANIFEST.json").write_text(json.dumps({"fig_tiny": {"files": ["fig_tiny.png"], **entry},
+                                                    "fig_plotly": {"files": ["fig_plotly.html"], **entry}}))
     (figs / "results.md").write_text("# Results\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     return figs
 
@@ -170,11 +172,19 @@ def _tiny_build(tmp_path):
 def test_book_builds_pages_with_figures_and_no_broken_links(tmp_path):
     from dfs.book import build_book
     figs = _tiny_build(tmp_path)
-    index = build_book(tmp_path / "build", tmp_path / "site", figures=figs, exercises=False, log=lambda *_: None)
+    done = tmp_path / "build" / "notebooks" / "exercises"      # executed copies present: used, not re-run
+    done.mkdir()
+    for p in EX_NOTEBOOKS:
+        (done / p.name).write_bytes(p.read_bytes())
+    index = build_book(tmp_path / "build", tmp_path / "site", figures=figs, exercises=True, log=lambda *_: None)
     site = index.parent
     page = (site / "notebooks" / "01_tiny.html").read_text()
-    assert "A tiny notebook" in page and "Figures saved by this run (1)" in page
+    assert "A tiny notebook" in page and "Figures saved by this run (2)" in page
     assert (site / "figures" / "fig_tiny.png").stat().st_size > 0
+    plotly_page = (site / "figures" / "fig_plotly.html").read_text()
+    assert "cdn.plot.ly" not in plotly_page and 'src="plotly.min.js"' in plotly_page      # readable offline
+    assert (site / "figures" / "plotly.min.js").stat().st_size > 1_000_000
+    assert sorted(p.name for p in (site / "exercises").iterdir()) == [p.stem + ".html" for p in EX_NOTEBOOKS]
     assert "<table>" in (site / "results.html").read_text()          # figures/results.md rendered
     assert "appears here once figures/thesis_map.md exists" in (site / "thesis_map.html").read_text()
     assert "Teacher" in (site / "teaching.html").read_text()

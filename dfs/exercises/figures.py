@@ -78,7 +78,7 @@ def discretized_decoder(mu: float = 0.0, log10_sigma: float = -1.5):
     logp = D.discretized_gaussian_log_likelihood(levels, torch.full((256,), mu, dtype=torch.float64),
                                                  torch.full((256,), 2 * math.log(sigma), dtype=torch.float64))
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    ax.bar(levels, logp.exp(), width=2 / 255, color="C2")
+    ax.bar(levels.numpy(), logp.exp().numpy(), width=2 / 255, color="C2")
     ax.set_xlabel("pixel level x ∈ [−1, 1]"), ax.set_ylabel("P(x)")
     ax.set_title(f"μ = {mu:g}, σ = {sigma:.3g}: Σ P = {float(logp.exp().sum()):.6f}, "
                  f"P(x = 1) = {float(logp[-1].exp()):.3g}")
