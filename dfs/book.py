@@ -1,6 +1,7 @@
 """``dfs book``: a static HTML site of the executed notebooks of the last ``dfs reproduce``, with their figures.
 
-Plotly figures keep their interactive HTML, with plotly.js copied next to them (no CDN). The pages are made by
+Plotly figures keep their interactive HTML, with plotly.js copied next to them, and MathJax comes from the
+``jupyter-server-mathjax`` package, copied into the site: the book reads offline (no CDN). The pages are made by
 nbconvert's ``HTMLExporter`` (already a dependency through papermill/jupyter, and it renders
 exactly what was executed; Jupyter Book or mkdocs-jupyter would add a build system for the same result).
 ``dfs reproduce`` runs notebooks with matplotlib on Agg, so their figures are not inline outputs: each page gets the
@@ -12,6 +13,7 @@ now otherwise, seconds each), the teacher's guide (``docs/teaching.md``), and th
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import re
 import shutil
@@ -27,6 +29,22 @@ from .paths import figures_dir, repo_root
 from .reproduce import NOTEBOOK_PATTERN, run_notebook
 
 PLOTLY_CDN = re.compile(r'<script[^>]*src="https://cdn\.plot\.ly/[^"]*"[^>]*></script>')
+REQUIRE_JS = re.compile(r'<script[^>]*src="https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/[^"]*"[^>]*>\s*</script>')
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+# The package ships MathJax 2.7 with the STIX-Web fonts only (no TeX fonts): configure HTML-CSS for them, as
+# Jupyter's classic notebook does. (MathJax's font probes still log a blocked about:blank font and a missing TeX
+# font for \mathcal in Chromium; the equations render.)
+MATHJAX_FONTS = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], '
+                 'preferredFont: null, webFont: "STIX-Web", imageFont: null}});</script>')
+
+
+def local_mathjax() -> Path | None:
+    """MathJax 2.7's files from the ``jupyter-server-mathjax`` package (so equations render offline), if installed."""
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return static if (static / "MathJax.js").is_file() else None
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}
 nav.dfs{font-size:.9rem;border-bottom:1px solid #ccc;margin-bottom:1rem;padding:.4rem 0}
@@ -47,15 +65,20 @@ def _markdown_html(text: str) -> str:
     return mistune.html(text)
 
 
+FAVICON = '<link rel="icon" href="data:,">'   # no favicon.ico request, so no 404 in the reader's console
+
+
 def _page(title: str, body: str, nav: str) -> str:
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">{FAVICON}<title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{nav}<main>{body}</main></body></html>\n")
 
 
 def _nav(depth: int = 0) -> str:
     up = "../" * depth
-    return (f'<nav class="dfs"><a href="{up}index.html">Index</a><a href="{up}teaching.html">Teacher\'s guide</a>'
-            f'<a href="{up}thesis_map.html">Thesis map</a><a href="{up}results.html">Results chapter</a></nav>')
+    links = [("index.html", "Index"), ("teaching.html", "Teacher's guide"), ("thesis_map.html", "Thesis map"),
+             ("results.html", "Results chapter")]
+    return ('<nav class="dfs" style="font: 0.9rem system-ui, sans-serif; padding: 0.5rem 1rem; '
+            'border-bottom: 1px solid #ccc">' + " · ".join(f'<a href="{up}{h}">{t}</a>' for h, t in links) + "</nav>")
 
 
 def _copy_figure(src: Path, dst: Path) -> None:
@@ -96,9 +119,16 @@ def _figures_section(stem: str, manifest: dict, fig_dir: Path, site: Path, depth
 
 def _notebook_page(path: Path, site_path: Path, manifest: dict, fig_dir: Path, site: Path, depth: int) -> str:
     nb = nbformat.read(path, as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    options = {"template_name": "lab"}
+    if (site / "mathjax" / "MathJax.js").is_file():
+        options["mathjax_url"] = "../" * depth + f"mathjax/MathJax.js?config={MATHJAX_CONFIG}"
+    body, _ = HTMLExporter(**options).from_notebook_node(nb)
+    if "mathjax_url" in options:
+        body = body.replace(f'<script src="{options["mathjax_url"]}">', MATHJAX_FONTS + f'<script src="{options["mathjax_url"]}">', 1)
+    body = REQUIRE_JS.sub("", body)         # the pages hold no widgets or inline plotly: require.js is not needed
     extra = _figures_section(path.stem, manifest, fig_dir, site, depth)
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _nav(depth), body, count=1)
+    body = body.replace("</head>", FAVICON + "</head>", 1)
     body = body.replace("</body>", extra + "</body>", 1)
     site_path.parent.mkdir(parents=True, exist_ok=True)
     site_path.write_text(body, encoding="utf-8")
@@ -134,6 +164,11 @@ def build_book(build: str | Path = "build", out: str | Path | None = None, figur
         raise FileNotFoundError(f"no executed notebooks in {nb_dir}: run `dfs reproduce --quick` (or --out {build}) first")
     site = Path(out) if out is not None else build / "book"
     site.mkdir(parents=True, exist_ok=True)
+    mathjax = local_mathjax()
+    if mathjax is not None:
+        shutil.copytree(mathjax, site / "mathjax", dirs_exist_ok=True)
+    else:
+        log("book: jupyter-server-mathjax is not installed, so equations load MathJax from its CDN (online only)")
     fig_dir = Path(figures) if figures is not None else figures_dir()
     manifest_path = fig_dir / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}

@@ -189,9 +189,12 @@ def test_book_builds_pages_with_figures_and_no_broken_links(tmp_path):
     assert "appears here once figures/thesis_map.md exists" in (site / "thesis_map.html").read_text()
     assert "Teacher" in (site / "teaching.html").read_text()
     for html_file in site.rglob("*.html"):                          # every local link and image resolves
-        for ref in re.findall(r'(?:href|src)="([^"#:]+)"', html_file.read_text()):
-            if not ref.startswith(("http", "//", "data")) and not ref.endswith(".js"):
-                assert (html_file.parent / ref).exists(), f"{html_file.name}: broken {ref}"
+        text = html_file.read_text()
+        loaded = re.findall(r'src="([^"]+)"', text) + re.findall(r'<link[^>]*href="([^"]+)"', text)
+        assert not [u for u in loaded if u.startswith(("http:", "https:", "//"))], f"{html_file.name} needs the network"
+        for ref in loaded + re.findall(r'<a[^>]*href="([^"#:]+)"', text):
+            if not ref.startswith("data:"):
+                assert (html_file.parent / ref.split("?")[0]).exists(), f"{html_file.name}: broken {ref}"
     assert "01_tiny.html" in index.read_text() and "3 s" in index.read_text()
 
 
@@ -215,3 +218,150 @@ def test_teacher_edition_runs_in_a_kernel_and_every_check_passes(path, tmp_path,
     sliders = [c for c in nb.cells if c.cell_type == "code" and "slider_figure(" in c.source]
     assert all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in sliders)
     print(f"{path.stem}: {run.seconds:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------- the book in a browser
+
+def _chromium():
+    """Headless Chromium: $DFS_CHROMIUM, else chromium/chromium-browser/google-chrome on PATH (Debian: apt-get install
+    chromium)."""
+    import os
+    import shutil
+    exe = os.environ.get("DFS_CHROMIUM")
+    if exe:
+        return exe
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+                 if shutil.which(n)), None)
+
+
+class _DevTools:
+    """The few Chrome DevTools Protocol calls the test needs, over one page's websocket; events are kept."""
+
+    def __init__(self, exe, profile):
+        import subprocess
+        import time
+        import urllib.request
+
+        import websocket
+        self.proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                                      "--no-first-run", "--remote-debugging-port=0", "--remote-allow-origins=*",
+                                      f"--user-data-dir={profile}", "--window-size=1200,900", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 60
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError(f"{exe} did not start its DevTools server")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30))
+        url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        self.ws = websocket.create_connection(url, timeout=60, suppress_origin=True)
+        self.next_id, self.events, self.urls = 0, [], {}
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, f"{method}: {msg['error']}"
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_for(self, event):
+        while not any(e.get("method") == event for e in self.events):
+            self.events.append(json.loads(self.ws.recv()))
+
+    def evaluate(self, expression):
+        out = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        assert "exceptionDetails" not in out, out["exceptionDetails"]
+        return out["result"].get("value")
+
+    def errors(self, allowed=()):
+        """Console errors, exceptions and failed loads, except those whose text contains one of ``allowed``."""
+        bad = []
+        for e in self.events:
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Runtime.exceptionThrown":
+                bad.append(p["exceptionDetails"].get("text"))
+            elif m == "Runtime.consoleAPICalled" and p.get("type") == "error":
+                bad.append(str(p.get("args")))
+            elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
+                bad.append(f"{p['entry'].get('text')} {p['entry'].get('url', '')}")
+            elif m == "Network.loadingFailed":
+                bad.append(f"failed to load: {p.get('errorText')} {self.urls.get(p.get('requestId'), '')}")
+            elif m == "Network.requestWillBeSent":
+                self.urls[p["requestId"]] = p["request"]["url"]
+        return [b for b in bad if not any(a in b for a in allowed)]
+
+    def close(self):
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+PAGE_REPORT = """JSON.stringify({
+  broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+  links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+  external: [...document.querySelectorAll('script[src], link[href], img[src]')].map(e => e.src || e.href)
+            .filter(u => !u.startsWith(location.origin) && !u.startsWith('data:')),
+})"""
+# MathJax 2.7's own font probes, which cannot succeed with the fonts jupyter-server-mathjax ships (equations render):
+MATHJAX_FONT_PROBES = ("Access to font at 'about:blank'", "about:blank", "/mathjax/fonts/HTML-CSS/TeX/")
+MATH_RENDERED = """new Promise(done => window.MathJax ? MathJax.Hub.Queue(() => done(
+  document.querySelectorAll('.MathJax, .MathJax_Display').length)) : done(-1))"""
+
+
+def test_book_in_headless_chromium_has_no_broken_image_link_or_console_error(tmp_path):
+    """The book served on 127.0.0.1 and opened in headless Chromium: index, a notebook page and an exercise page,
+    each screenshot; no broken image or link, no console error, nothing fetched from outside (offline readers),
+    and MathJax (shipped in the site) renders the equations."""
+    import base64
+    import functools
+    import http.server
+    import threading
+    import urllib.request
+
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("headless Chromium not found: apt-get install chromium (Debian), or set DFS_CHROMIUM")
+    from dfs.book import build_book
+    figs = _tiny_build(tmp_path)
+    done = tmp_path / "build" / "notebooks" / "exercises"
+    done.mkdir()
+    for p in EX_NOTEBOOKS:
+        (done / p.name).write_bytes(p.read_bytes())
+    site = build_book(tmp_path / "build", tmp_path / "site", figures=figs, log=lambda *_: None).parent
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    browser = _DevTools(exe, tmp_path / "profile")
+    try:
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            browser.call(f"{domain}.enable")
+        for page in ("index.html", "notebooks/01_tiny.html", "exercises/01_forward_reverse.html"):
+            browser.events.clear()
+            browser.call("Page.navigate", url=f"{origin}/{page}")
+            browser.wait_for("Page.loadEventFired")
+            report = json.loads(browser.evaluate(PAGE_REPORT))
+            shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+            (tmp_path / (page.replace("/", "_") + ".png")).write_bytes(shot)
+            assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000, f"{page}: blank screenshot"
+            assert not report["broken"], f"{page}: broken images {report['broken']}"
+            assert not report["external"], f"{page}: fetched from outside {report['external']}"
+            for link in {u.split("#")[0] for u in report["links"] if u.startswith(origin)}:
+                assert urllib.request.urlopen(link, timeout=30).status == 200, f"{page}: broken link {link}"
+            if page.startswith("exercises/"):
+                assert browser.evaluate(MATH_RENDERED) > 10, f"{page}: MathJax rendered no equation"
+            errors = browser.errors(allowed=MATHJAX_FONT_PROBES)
+            assert not errors, f"{page}: console errors {errors}"
+    finally:
+        browser.close()
+        server.shutdown()
