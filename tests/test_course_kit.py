@@ -365,3 +365,20 @@ def test_book_in_headless_chromium_has_no_broken_image_link_or_console_error(tmp
     finally:
         browser.close()
         server.shutdown()
+
+
+def test_the_guidance_slider_samples_p_x_at_0_and_p_x_given_y_at_1():
+    """The toy behind notebook 04's guidance slider: exact ε's, so s = 0 gives the class its prior share and s = 1
+    puts (nearly) every sample in the class."""
+    import torch
+
+    from dfs import toy
+    from dfs.exercises.figures import guided_samples
+    gmm = toy.default_gmm()
+    shares = {s: float((gmm.classify(guided_samples(s, "top", n=400, steps=25)) == 2).double().mean()) for s in (0.0, 1.0)}
+    prior = float(gmm.weights[2])
+    assert abs(shares[0.0] - prior) < 4 * (prior * (1 - prior) / 400) ** 0.5, shares
+    assert shares[1.0] > 0.97, shares
+    with pytest.raises(ValueError, match="unknown class"):
+        guided_samples(1.0, "bottom")
+    assert torch.is_tensor(guided_samples(2.0, "left", n=8, steps=5))

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import diffusion as D
-from .. import toy
+from .. import latent, toy
 from . import references as R
 
 
@@ -82,5 +82,41 @@ def discretized_decoder(mu: float = 0.0, log10_sigma: float = -1.5):
     ax.set_xlabel("pixel level x ∈ [−1, 1]"), ax.set_ylabel("P(x)")
     ax.set_title(f"μ = {mu:g}, σ = {sigma:.3g}: Σ P = {float(logp.exp().sum()):.6f}, "
                  f"P(x = 1) = {float(logp[-1].exp()):.3g}")
+    fig.tight_layout()
+    return fig
+
+
+GUIDANCE_CLASSES = {"left": [0, 3], "right": [1, 4], "top": [2]}     # components of :func:`dfs.toy.default_gmm`
+
+
+def guided_samples(scale: float, label: str = "top", n: int = 1000, steps: int = 50, seed: int = 0) -> torch.Tensor:
+    """DDIM samples of the 2-D mixture with classifier-free guidance ε̃ = ε(x, ∅) + s (ε(x, y) − ε(x, ∅))
+    (Ho & Salimans eq. 6, :func:`dfs.latent.cfg_eps`), where both ε's are *exact*: the unconditional mixture's and the
+    class-y sub-mixture's (:class:`dfs.toy.ExactEpsModel`). s = 0 samples p(x), s = 1 samples p(x | y) exactly."""
+    if label not in GUIDANCE_CLASSES:
+        raise ValueError(f"unknown class {label!r}; choose one of {sorted(GUIDANCE_CLASSES)}")
+    gmm, idx = toy.default_gmm(), GUIDANCE_CLASSES[label]
+    cond = toy.GaussianMixture(gmm.means[idx], gmm.stds[idx], gmm.weights[idx])
+    sched = D.NoiseSchedule.from_name("cosine", 1000)
+    eps_u, eps_c = toy.exact_eps_model(gmm, sched), toy.exact_eps_model(cond, sched)
+
+    def guided(x, t):
+        return latent.cfg_eps(eps_u(x, t), eps_c(x, t), scale)
+
+    g = torch.Generator().manual_seed(seed)
+    return D.ddim_sample(guided, sched, (n, 2), steps=steps, generator=g, progress=False).double()
+
+
+def guidance(scale: float = 1.0, label: str = "top"):
+    """Guided samples (colour) over unguided ones (grey), with the share that lands in the class's components."""
+    gmm = toy.default_gmm()
+    x = guided_samples(scale, label, n=600, steps=30)
+    share = float(torch.isin(gmm.classify(x), torch.tensor(GUIDANCE_CLASSES[label])).double().mean())
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.scatter(*gmm.sample(1000, generator=torch.Generator().manual_seed(1)).numpy().T, s=2, c="0.75", label="p(x)")
+    ax.scatter(*x.numpy().T, s=3, c="C3", label=f"guided, y = {label}")
+    ax.set_xlim(-3, 3), ax.set_ylim(-3, 3), ax.set_aspect("equal"), ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"guidance scale s = {scale:g}: {100 * share:.0f} % in class {label}, "
+                 f"spread {float(x.std(0).mean()):.2f}", fontsize=9)
     fig.tight_layout()
     return fig
