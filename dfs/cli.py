@@ -22,6 +22,37 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _exercises(args) -> int:
+    from .exercises.student import grade, grade_table, student_edition
+
+    if (args.out is None) == (args.grade is None):
+        print("dfs exercises: give --out DIR (write the student edition) or --grade NOTEBOOK", file=sys.stderr)
+        return 2
+    try:
+        if args.out is not None:
+            for path in student_edition(args.out):
+                print(f"wrote {path}")
+            return 0
+        results = grade(args.grade)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"dfs exercises: {e}", file=sys.stderr)
+        return 2
+    print(grade_table(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _book(args) -> int:
+    from .book import build_book
+    from .reproduce import NotebookFailed
+
+    try:
+        build_book(args.build, args.out, exercises=not args.no_exercises)
+    except (FileNotFoundError, NotebookFailed) as e:
+        print(f"dfs book: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _eval(args) -> int:
     from .evaluate import evaluate
     from .faces.detect import FaceNotFoundError
@@ -199,6 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", metavar="NN[,NN]", help="run only these notebooks, e.g. 01,02")
     r.add_argument("--out", default="build", help="where executed notebooks go (default: build/)")
     r.set_defaults(func=_reproduce)
+
+    x = sub.add_parser("exercises", help="write the student edition of the exercise notebooks, or grade one")
+    x.add_argument("--out", default=None, help="folder for the student edition (solutions replaced by stubs)")
+    x.add_argument("--grade", default=None, metavar="NOTEBOOK", help="run a filled-in exercise notebook and check "
+                   "every exercise it names (exit 1 if any fails)")
+    x.set_defaults(func=_exercises)
+
+    b = sub.add_parser("book", help="a static HTML site of the executed notebooks (after dfs reproduce)")
+    b.add_argument("--build", default="build", help="the folder dfs reproduce wrote to (default build/)")
+    b.add_argument("--out", default=None, help="where the site goes (default <build>/book)")
+    b.add_argument("--no-exercises", action="store_true", help="leave the exercise notebooks out")
+    b.set_defaults(func=_book)
 
     from .swap import METHODS
     e = sub.add_parser("eval", help="judge a swap method on held-out face pairs (JSON + markdown table)")
