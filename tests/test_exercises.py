@@ -27,7 +27,7 @@ def test_at_least_twelve_exercises_over_five_notebooks():
 
 def test_check_raises_with_the_property_and_prints_on_success(capsys):
     with pytest.raises(ExerciseFailed, match="variance"):
-        check("q_step", lambda sched, x, t, noise: errata.draft_q_step(sched, x, t, noise))
+        check("q_step", _q_step_beta_as_std)
     check("cfg_eps", latent.cfg_eps)
     assert "✓ cfg_eps" in capsys.readouterr().out
 
@@ -180,6 +180,19 @@ def _aad_no_sigmoid(layer, h, z_att, z_id):
     return (1 - M) * (ga * h + ba) + M * (gi * h + bi)
 
 
+def _q_step_beta_as_std(s, x, t, e):
+    """x_t = √(1 − β_t) x_{t−1} + β_t ε: the variance used as the standard deviation (the draft makes the converse
+    slip at l.243, a standard deviation where the variance belongs)."""
+    b = D.extract(s.betas, t, x)
+    return (1 - b).sqrt() * x + b * e
+
+
+def _q_sample_eps_in_root(s, x0, t, e):
+    """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t ε): ε inside the root, as the draft writes its inverse at l.111 and l.327."""
+    a = D.extract(s.alphas_cumprod, t, x0)
+    return a.sqrt() * x0 + (1 - a * e).sqrt()
+
+
 WRONG = [
     # 01 — the draft's slips first
     ("alpha_bar", "draft line 84: ∏_{s=0}^{t} (1 − β_t)",
@@ -187,7 +200,7 @@ WRONG = [
     ("alpha_bar", "draft slip 1: product from s = 0 (one factor too many)",
      lambda b: torch.cumprod(1 - b, 0) * (1 - b[1:2].sum() if len(b) > 1 else 1 - b[0]), "at t = 0"),
     ("alpha_bar", "cumprod of β", lambda b: torch.cumprod(b, 0), "at t = 0"),
-    ("q_sample", "draft slip 3: ε inside the root", errata.draft_q_sample, "contains NaN"),
+    ("q_sample", "ε inside the root (the draft's l.111 slip, carried into eq. 2)", _q_sample_eps_in_root, "contains NaN"),
     ("q_sample", "ᾱ_t instead of √ᾱ_t on x_0",
      lambda s, x0, t, e: _sq(s, x0, t) * x0 + (1 - _sq(s, x0, t)).sqrt() * e, "has mean"),
     ("q_sample", "1 − ᾱ_t without the root on ε",
@@ -196,12 +209,12 @@ WRONG = [
      lambda s, x0, t, e: D.q_sample(s, x0, (t - 1).clamp(min=0), e), "counted from 0"),
     ("q_sample", "t broadcast along the wrong axis", _no_bcast_q_sample, "raised RuntimeError: The size of tensor a"),
     ("q_sample", "float64 output for float32 input", _float64_q_sample, "keep the inputs' dtype"),
-    ("q_step", "draft slip 5: β_t as the standard deviation", errata.draft_q_step, "has variance"),
+    ("q_step", "β_t as the standard deviation", _q_step_beta_as_std, "has variance"),
     ("q_step", "√β_t on x_{t−1}",
      lambda s, x, t, e: D.extract(s.betas, t, x).sqrt() * x + D.extract(s.betas, t, x).sqrt() * e, "has mean"),
-    ("posterior_mean_variance", "draft slip 2: x_0 dropped from μ̃",
+    ("posterior_mean_variance", "draft l.107: x_0 kept, its coefficient dropped",
      lambda s, x0, xt, t: (errata.draft_posterior_mean(s, x0, xt, t), D.extract(s.posterior_variance, t, xt)),
-     "point mass at x_0"),
+     "but Bayes' rule"),
     ("posterior_mean_variance", "β_t as the posterior variance",
      lambda s, x0, xt, t: (D.q_posterior_mean_variance(s, x0, xt, t)[0], D.extract(s.betas, t, xt)), "variance is 0"),
     ("posterior_mean_variance", "coefficients swapped",
