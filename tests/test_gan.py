@@ -27,7 +27,7 @@ def test_ns_losses_match_hand_computed_values():
     assert gan.ns_discriminator_loss(zero, zero).item() == pytest.approx(2 * math.log(2))   # D = ½ everywhere
     assert gan.ns_generator_loss(zero).item() == pytest.approx(math.log(2))
     real, fake = torch.tensor([[[2.0], [0.5]]]), torch.tensor([[[-1.0], [3.0]]])
-    sig = lambda a: 1 / (1 + math.exp(-a))                                                     # noqa: E731
+    sig = lambda a: 1 / (1 + math.exp(-a))
     want_d = -(math.log(sig(2)) + math.log(sig(0.5))) / 2 - (math.log(1 - sig(-1)) + math.log(1 - sig(3))) / 2
     want_g = -(math.log(sig(-1)) + math.log(sig(3))) / 2
     assert gan.ns_discriminator_loss(real, fake).item() == pytest.approx(want_d, rel=1e-6)
@@ -53,7 +53,7 @@ def test_gradient_penalty_is_zero_for_a_1_lipschitz_critic_and_closed_form_other
     unit = torch.tensor([0.6, 0.8])
     assert gan.gradient_penalty(linear_critic(unit), real, fake, generator=gen()).abs().max() < 1e-12
     # D(x) = ‖x − c‖ is 1-Lipschitz with ‖∇D‖ = 1 everywhere but c: also no penalty
-    dist = lambda x: (x - torch.tensor([10.0, -7.0], dtype=x.dtype)).norm(dim=-1, keepdim=True)   # noqa: E731
+    dist = lambda x: (x - torch.tensor([10.0, -7.0], dtype=x.dtype)).norm(dim=-1, keepdim=True)
     assert gan.gradient_penalty(dist, real, fake, generator=gen()).abs().max() < 1e-10
     # a linear critic with ‖w‖ = 2.5: λ (‖w‖ − 1)² exactly, whatever the interpolation points
     for lam in (1.0, 10.0):
@@ -180,7 +180,7 @@ def test_unrolled_gradient_flows_through_the_k_discriminator_steps():
     that detaches G(z) inside the unrolled steps (the first-order surrogate) must differ from it."""
     g_net, d_net, z, real = _tiny_pair(2)
     k, lr = 3, 0.5
-    f = lambda: gan.unrolled_generator_loss(d_net, real, g_net(z), k, lr).sum()        # noqa: E731
+    f = lambda: gan.unrolled_generator_loss(d_net, real, g_net(z), k, lr).sum()
     p = g_net.layers[0].weight
     (auto,) = torch.autograd.grad(f(), [p])
     h = 1e-6
@@ -224,7 +224,7 @@ def test_members_are_independent_of_each_other_and_of_the_batch_size():
     for a, b in zip(solo.parameters(), pair.parameters()):
         torch.testing.assert_close(a[0], b[1])                         # member init depends on its seed only
     x = torch.randn(2, 32, 2, generator=gen(1))
-    loss = lambda inp: gan.ns_discriminator_loss(pair(inp), pair(inp.flip(1) + 1)).sum()    # noqa: E731
+    loss = lambda inp: gan.ns_discriminator_loss(pair(inp), pair(inp.flip(1) + 1)).sum()
     params = list(pair.parameters())
     g1 = torch.autograd.grad(loss(x), params)
     x2 = x.clone()
