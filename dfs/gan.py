@@ -21,9 +21,10 @@ them over members.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ from torch.func import functional_call
 from torch.nn.utils import parametrize
 
 from .toy import GaussianMixture
-from .train import Trainer, TrainConfig
+from .train import TrainConfig, Trainer
 
 # ----------------------------------------------------------------------------------------------------------
 # S independent MLPs as one batched module
@@ -82,7 +83,7 @@ class BatchedMLP(nn.Module):
             raise ValueError(f"activation must be 'relu' or 'leaky_relu', got {activation!r}")
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         sizes = [fan_in] + [hidden] * layers + [fan_out]
-        self.layers = nn.ModuleList(BatchedLinear(a, b, gens) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(BatchedLinear(a, b, gens) for a, b in itertools.pairwise(sizes))
         self.activation = activation
 
     @property
