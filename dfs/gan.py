@@ -266,11 +266,15 @@ def dragan_penalty(critic: Callable, real: torch.Tensor, lam: float = 10.0, k: f
 
 
 def unroll_discriminator(d_net: nn.Module, params: dict[str, torch.Tensor], real: torch.Tensor,
-                         fake: torch.Tensor, k: int, lr: float) -> dict[str, torch.Tensor]:
-    """θ_D^K from K gradient steps on the discriminator's loss (Metz et al. eq. 7, θ_D^{k+1} = θ_D^k + η^k
+                         fake: torch.Tensor, k: int, lr: float, adam: dict | None = None) -> dict[str, torch.Tensor]:
+    """θ_D^K from K optimiser steps on the discriminator's loss (Metz et al. eq. 7, θ_D^{k+1} = θ_D^k + η^k
     ∂f/∂θ_D^k, written as descent on L_D = −f), through ``torch.func.functional_call``:
 
-        θ_D^{k+1} = θ_D^k − η ∇_{θ_D} L_D(θ_G, θ_D^k).
+        θ_D^{k+1} = θ_D^k − η ∇_{θ_D} L_D(θ_G, θ_D^k)                     (``adam=None``: eq. 7 as written)
+
+    or, with ``adam = {"state": {name: (m, v, t)}, "betas": (β₁, β₂), "eps": ε}``, K Adam steps continuing the
+    discriminator optimiser's moments (what Metz et al.'s reference code unrolls: the discriminator's own update,
+    Adam's m̂/(√v̂ + ε) with √ taken of v̂ + 10⁻¹⁶ so that it stays twice differentiable at v̂ = 0).
 
     The steps are built with ``create_graph=True`` and ``fake`` is *not* detached, so θ_D^K is a differentiable
     function of θ_G: the generator's gradient flows through all K updates (the full method of their Fig. 1, not the
@@ -281,21 +285,43 @@ def unroll_discriminator(d_net: nn.Module, params: dict[str, torch.Tensor], real
     if k > 0 and lr <= 0:
         raise ValueError(f"the unrolling step size must be > 0, got {lr}")
     names = list(params)
+    state = dict(adam["state"]) if adam is not None else None
     for _ in range(k):
         loss = ns_discriminator_loss(functional_call(d_net, params, (real,)),
                                      functional_call(d_net, params, (fake,))).sum()
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
-        params = {n: params[n] - lr * g for n, g in zip(names, grads)}
+        if state is None:
+            params = {n: params[n] - lr * g for n, g in zip(names, grads)}
+            continue
+        (b1, b2), eps, new = adam["betas"], adam["eps"], {}
+        for n, g in zip(names, grads):
+            m, v, t = state.get(n, (torch.zeros_like(g), torch.zeros_like(g), 0))
+            m, v, t = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g, t + 1
+            state[n] = (m, v, t)
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            new[n] = params[n] - lr * m_hat / ((v_hat + 1e-16).sqrt() + eps)
+        params = new
     return params
 
 
+def adam_state(optimizer: torch.optim.Optimizer, module: nn.Module) -> dict:
+    """The moments of ``optimizer`` (Adam) for ``module``'s parameters, by name, as :func:`unroll_discriminator`
+    takes them (detached: the unrolled steps start from the current state)."""
+    state, group = {}, optimizer.param_groups[0]
+    for n, p in module.named_parameters():
+        s = optimizer.state.get(p, {})
+        if s:
+            state[n] = (s["exp_avg"].detach(), s["exp_avg_sq"].detach(), int(s["step"]))
+    return {"state": state, "betas": group["betas"], "eps": group["eps"]}
+
+
 def unrolled_generator_loss(d_net: nn.Module, real: torch.Tensor, fake: torch.Tensor, k: int,
-                            lr: float) -> torch.Tensor:
+                            lr: float, adam: dict | None = None) -> torch.Tensor:
     """The generator's loss against the discriminator K steps ahead: the surrogate f_K(θ_G, θ_D) = f(θ_G,
     θ_D^K(θ_G, θ_D)) whose gradient is Metz et al.'s generator update, eq. 10 (in its non-saturating form,
     L_G = −E log D_{θ_D^K}(G(z))). With K = 0 it is :func:`ns_generator_loss` of the current D."""
     params = {n: p.detach().requires_grad_(True) for n, p in d_net.named_parameters()}
-    ahead = unroll_discriminator(d_net, params, real.detach(), fake, k, lr)
+    ahead = unroll_discriminator(d_net, params, real.detach(), fake, k, lr, adam)
     return ns_generator_loss(functional_call(d_net, ahead, (fake,)))
 
 
@@ -320,7 +346,8 @@ class GanConfig:
     clip: float | None = None
     spectral_norm: bool = False
     unroll: int = 0
-    unroll_lr: float = 0.05
+    unroll_optimizer: str = "adam"   # "adam": the D optimiser's own steps, lr_d (reference code); "sgd": eq. 7
+    unroll_lr: float = 0.05          # the step η of "sgd" unrolling
     n_critic: int = 1
     optimizer: str = "adam"          # "adam" | "rmsprop"
     lr_d: float = 1e-3
@@ -338,6 +365,8 @@ class GanConfig:
             raise ValueError(f"loss must be 'ns' or 'wasserstein', got {self.loss!r}")
         if self.penalty not in (None, "gp", "dragan"):
             raise ValueError(f"penalty must be None, 'gp' or 'dragan', got {self.penalty!r}")
+        if self.unroll_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"unroll_optimizer must be 'adam' or 'sgd', got {self.unroll_optimizer!r}")
         if self.optimizer not in ("adam", "rmsprop"):
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
         if self.n_critic < 1 or self.unroll < 0 or self.batch_size < 2:
@@ -349,7 +378,8 @@ class GanConfig:
 # The papers' settings where a short CPU run allows them: WGAN's RMSProp and c = 0.01 and n_critic = 5 (Algorithm 1;
 # learning rate 10× the paper's 5e-5 to move within a few thousand steps), WGAN-GP's λ = 10, n_critic = 5,
 # Adam β = (0, 0.9) (their Algorithm 1; lr 1e-3 instead of 1e-4, same reason), DRAGAN's λ = 10, k = 1, SN-GAN with
-# one power iteration per step (Miyato et al. Algorithm 1), unrolled K = 5 (Metz et al.'s 2-D experiment).
+# one power iteration per step (Miyato et al. Algorithm 1), unrolled K = 5 (Metz et al.'s 2-D experiment) with the
+# discriminator's own Adam steps, as their reference code unrolls.
 VARIANTS: dict[str, GanConfig] = {
     "NS-GAN": GanConfig("NS-GAN", cite="Goodfellow et al. 2014"),
     "WGAN (clip)": GanConfig("WGAN (clip)", loss="wasserstein", clip=0.01, n_critic=5, optimizer="rmsprop",
@@ -405,10 +435,17 @@ def discriminator_loss(gan: GAN, real: torch.Tensor, fake: torch.Tensor, noise_s
     return loss
 
 
-def generator_loss(gan: GAN, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """The variant's generator loss per member (unrolled through K discriminator steps when ``cfg.unroll``)."""
+def generator_loss(gan: GAN, real: torch.Tensor, fake: torch.Tensor,
+                   d_optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+    """The variant's generator loss per member (unrolled through K discriminator steps when ``cfg.unroll``: Adam
+    steps continuing ``d_optimizer``'s moments, or plain gradient steps of size ``cfg.unroll_lr``)."""
     cfg = gan.cfg
     if cfg.unroll:
+        if cfg.unroll_optimizer == "adam":
+            if d_optimizer is None:
+                raise ValueError("Adam unrolling needs the discriminator's optimiser (its moments and step size)")
+            return unrolled_generator_loss(gan.d_net, real, fake, cfg.unroll, d_optimizer.param_groups[0]["lr"],
+                                           adam_state(d_optimizer, gan.d_net))
         return unrolled_generator_loss(gan.d_net, real, fake, cfg.unroll, cfg.unroll_lr)
     out = gan.d_net(fake)
     return ns_generator_loss(out) if cfg.loss == "ns" else wasserstein_generator_loss(out)
@@ -430,7 +467,7 @@ def gan_step(trainer: Trainer, batch, step: int) -> dict:
             clip_weights_(gan.d_net, cfg.clip)
     fake = gan.g_net(torch.randn(s, b, cfg.z_dim, device=real.device))
     with parametrize.cached():
-        loss_g = generator_loss(gan, real[-1], fake)
+        loss_g = generator_loss(gan, real[-1], fake, trainer.optimizers["d"])
         trainer.backward_step(loss_g.sum(), "g")
     return {"loss_d": loss_d.detach().mean(), "loss_g": loss_g.detach().mean()}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .gan_study import MIXTURES, TITLES, StudyResult, mean_ci
+from .gan_study import MIXTURES, TITLES, StudyResult
 
 LIM = 2.3
 
@@ -52,41 +52,47 @@ def sample_grid(result: StudyResult, dataset: str, data) -> plt.Figure:
     return fig
 
 
-def _band(ax, steps, values, label, color, ls="-"):
+def _band(ax, steps, values, color, log=False):
+    """Mean over seeds (geometric mean when ``log``) with the range over seeds as a band."""
     v = np.asarray(values, dtype=float)                       # (seeds, checkpoints)
-    m = v.mean(0)
-    h = np.array([mean_ci(v[:, j])[1] for j in range(v.shape[1])])
-    ax.plot(steps, m, ls, color=color, label=label, lw=1.6)
-    ax.fill_between(steps, m - h, m + h, color=color, alpha=0.15, lw=0)
+    m = np.exp(np.log(np.maximum(v, 1e-12)).mean(0)) if log else v.mean(0)
+    ax.plot(steps, m, color=color, lw=1.6)
+    ax.fill_between(steps, v.min(0), v.max(0), color=color, alpha=0.2, lw=0)
 
 
 def curves(result: StudyResult, dataset: str) -> plt.Figure:
-    """Modes covered, high-quality fraction and E‖∇_x D‖ at G(z) against generator steps: mean over seeds with a
-    95 % t-band; dashed: the diffusion model's final DDPM value (with its band) and the data's."""
+    """One column per variant; rows: modes covered, high-quality fraction, E‖∇_x D‖ at G(z) against generator steps.
+    Line: mean over seeds (geometric for the gradient norm); band: the range over seeds. Dashed green: where the
+    diffusion model ends (DDPM, mean and range over its seeds); dotted: all modes / the data's quality."""
     cfg = result.config
     k = MIXTURES[dataset]().n_components
     colors = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
-    for i, name in enumerate(cfg.variants):
-        c = result.curves[dataset, name]
-        _band(axes[0], c["steps"], c["modes"], name, colors[i])
-        _band(axes[1], c["steps"], c["hq"], name, colors[i])
-        _band(axes[2], c["steps"], c["grad_fake"], name, colors[i])
+    n = len(cfg.variants)
+    fig, axes = plt.subplots(3, n, figsize=(3.0 * n, 8.2), sharex=True, sharey="row", squeeze=False)
     ddpm = result.finals[dataset, f"diffusion · DDPM {cfg.T}"]
-    for ax, key in zip(axes[:2], ("modes", "hq")):
-        m, h = mean_ci(ddpm[key])
-        ax.axhline(m, color="tab:green", ls="--", lw=1.6, label=f"diffusion, DDPM {cfg.T} (final)")
-        ax.axhspan(m - h, m + h, color="tab:green", alpha=0.12, lw=0)
-    axes[0].axhline(k, color="k", ls=":", lw=1, label=f"all {k} modes")
-    axes[1].axhline(float(np.mean(result.floor[dataset]["hq"])), color="k", ls=":", lw=1, label="data")
-    axes[0].set(xlabel="generator step", ylabel="modes covered", title="modes covered (mean, 95 % band over seeds)",
-                ylim=(-0.3, k + 0.5))
-    axes[1].set(xlabel="generator step", ylabel="fraction within 3σ of a mode", title="high-quality samples",
-                ylim=(0, 1.02))
-    axes[2].set(xlabel="generator step", ylabel="E‖∇ₓD(x)‖ at x = G(z)", yscale="log",
-                title="discriminator / critic gradient norm")
-    axes[0].legend(fontsize=8.5, loc="lower right")
-    fig.suptitle(f"{TITLES[dataset]} · {cfg.seeds} seeds per method", fontsize=13)
+    grads = np.concatenate([np.asarray(result.curves[dataset, v]["grad_fake"]).ravel() for v in cfg.variants])
+    grads = grads[grads > 0]
+    for j, name in enumerate(cfg.variants):
+        c = result.curves[dataset, name]
+        _band(axes[0, j], c["steps"], c["modes"], colors[j])
+        _band(axes[1, j], c["steps"], c["hq"], colors[j])
+        _band(axes[2, j], c["steps"], c["grad_fake"], colors[j], log=True)
+        for ax, key in zip(axes[:2, j], ("modes", "hq")):
+            ax.axhline(np.mean(ddpm[key]), color="tab:green", ls="--", lw=1.4)
+            ax.axhspan(min(ddpm[key]), max(ddpm[key]), color="tab:green", alpha=0.12, lw=0)
+        axes[0, j].axhline(k, color="k", ls=":", lw=1)
+        axes[1, j].axhline(float(np.mean(result.floor[dataset]["hq"])), color="k", ls=":", lw=1)
+        axes[0, j].set_title(name, fontsize=12)
+        axes[2, j].set(xlabel="generator step", yscale="log")
+        if len(grads):
+            axes[2, j].set_ylim(grads.min() / 2, grads.max() * 2)
+    axes[0, 0].set(ylabel="modes covered", ylim=(-0.3, k + 0.5))
+    axes[1, 0].set(ylabel="high-quality fraction\n(within 3σ of a mode)", ylim=(0, 1.02))
+    axes[2, 0].set(ylabel="E‖∇ₓD(x)‖ at x = G(z)")
+    axes[0, 0].plot([], [], color="tab:green", ls="--", label=f"diffusion, DDPM {cfg.T} (end)")
+    axes[0, 0].plot([], [], color="k", ls=":", label=f"all {k} modes / data")
+    axes[0, 0].legend(fontsize=9, loc="upper left")
+    fig.suptitle(f"{TITLES[dataset]}: mean over {cfg.seeds} seeds, band = range over seeds", fontsize=13)
     fig.tight_layout()
     return fig
 

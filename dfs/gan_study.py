@@ -248,18 +248,18 @@ def final_table(result: StudyResult) -> list[dict]:
     """One row per dataset and method (the data floor first): mean ± 95 % t-interval over seeds."""
     cfg, rows = result.config, []
 
-    def fmt(values, scale=1.0, digits=2):
+    def fmt(values, scale=1.0, digits=2, style="f"):
         if values is None:
             return "—"
         m, h = mean_ci(np.asarray(values, dtype=float) * scale)
-        return f"{m:.{digits}f} ± {h:.{digits}f}"
+        return f"{m:.{digits}{style}} ± {h:.{digits}{style}}"
 
     for d in cfg.datasets:
         k = MIXTURES[d]().n_components
         fl = result.floor[d]
         rows.append({"data": TITLES[d], "method": "data (fresh draws)", "modes": f"{fmt(fl['modes'], digits=1)} / {k}",
                      "high-quality": fmt(fl["hq"], digits=3), "MMD² ×1e3": fmt(fl["mmd"], 1e3),
-                     "mode drops": "—", "forgotten": "—", "‖∇D‖ at G(z)": "—", "network evals": "—",
+                     "mode drops [12]": "—", "forgotten [12]": "—", "‖∇D‖ at G(z)": "—", "network evals": "—",
                      "CPU ms / 1000 pts": "—", "ref.": ""})
         for (dd, method), f in result.finals.items():
             if dd != d:
@@ -267,8 +267,8 @@ def final_table(result: StudyResult) -> list[dict]:
             cite = G.VARIANTS[method].cite if method in G.VARIANTS else "Ho et al. 2020; Song et al. 2021"
             rows.append({"data": TITLES[d], "method": method, "modes": f"{fmt(f['modes'], digits=1)} / {k}",
                          "high-quality": fmt(f["hq"], digits=3), "MMD² ×1e3": fmt(f["mmd"], 1e3),
-                         "mode drops": fmt(f["drops"], digits=1), "forgotten": fmt(f["forgotten"], digits=1),
-                         "‖∇D‖ at G(z)": fmt(f["grad_fake"], digits=3), "network evals": f["nfe"],
+                         "mode drops [12]": fmt(f["drops"], digits=1), "forgotten [12]": fmt(f["forgotten"], digits=1),
+                         "‖∇D‖ at G(z)": fmt(f["grad_fake"], digits=3, style="g"), "network evals": f["nfe"],
                          "CPU ms / 1000 pts": f"{1e3 * f['cpu_per_1000']:.3g}", "ref.": cite})
     return rows
 

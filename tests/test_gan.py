@@ -284,3 +284,51 @@ def test_mode_drops_counts_leaving_and_returning_by_hand():
                            dtype=torch.bool)
     assert toy.mode_drops(covered) == {"drops": 3, "returns": 1, "forgotten": 2}
     assert toy.mode_drops(covered[:1]) == {"drops": 0, "returns": 0, "forgotten": 0}
+
+
+def test_adam_unrolling_equals_the_discriminator_optimisers_own_steps():
+    """K unrolled Adam steps from the optimiser's moments land where K real Adam steps of a copy land."""
+    import copy
+    g_net, d_net, z, real = _tiny_pair(4)
+    fake = g_net(z).detach()
+    opt = torch.optim.Adam(d_net.parameters(), lr=0.01, betas=(0.5, 0.999))
+    for _ in range(3):                                                  # some history in the moments
+        opt.zero_grad()
+        gan.ns_discriminator_loss(d_net(real), d_net(fake)).sum().backward()
+        opt.step()
+    params = {n: q.detach().requires_grad_(True) for n, q in d_net.named_parameters()}
+    ahead = gan.unroll_discriminator(d_net, params, real, fake, k=2, lr=0.01, adam=gan.adam_state(opt, d_net))
+    twin = copy.deepcopy(d_net)
+    twin_opt = torch.optim.Adam(twin.parameters(), lr=0.01, betas=(0.5, 0.999))
+    twin_opt.load_state_dict(opt.state_dict())
+    for _ in range(2):
+        twin_opt.zero_grad()
+        gan.ns_discriminator_loss(twin(real), twin(fake)).sum().backward()
+        twin_opt.step()
+    for n, q in twin.named_parameters():
+        torch.testing.assert_close(ahead[n], q, rtol=1e-6, atol=1e-9)
+    for n, q in d_net.named_parameters():                               # the unrolling moved nothing real
+        torch.testing.assert_close(q.detach(), params[n].detach())
+
+
+def test_adam_unrolled_gradient_matches_finite_differences():
+    g_net, d_net, z, real = _tiny_pair(5)
+    opt = torch.optim.Adam(d_net.parameters(), lr=0.05, betas=(0.5, 0.999))
+    opt.zero_grad()
+    gan.ns_discriminator_loss(d_net(real), d_net(g_net(z).detach())).sum().backward()
+    opt.step()
+    state = gan.adam_state(opt, d_net)
+    f = lambda: gan.unrolled_generator_loss(d_net, real, g_net(z), 3, 0.05, state).sum()
+    p = g_net.layers[1].weight
+    (auto,) = torch.autograd.grad(f(), [p])
+    h = 1e-6
+    for idx in [(0, 0, 0), (0, 3, 1)]:
+        with torch.no_grad():
+            p[idx] += h
+        up = f().item()
+        with torch.no_grad():
+            p[idx] -= 2 * h
+        down = f().item()
+        with torch.no_grad():
+            p[idx] += h
+        assert auto[idx].item() == pytest.approx((up - down) / (2 * h), rel=1e-4, abs=1e-8)
