@@ -91,9 +91,9 @@ def curves(result: StudyResult, dataset: str) -> plt.Figure:
     axes[2, 0].set(ylabel="E‖∇ₓD(x)‖ at x = G(z)")
     axes[0, 0].plot([], [], color="tab:green", ls="--", label=f"diffusion, DDPM {cfg.T} (end)")
     axes[0, 0].plot([], [], color="k", ls=":", label=f"all {k} modes / data")
-    axes[0, 0].legend(fontsize=9, loc="upper left")
+    fig.legend(loc="lower center", ncol=2, fontsize=10, frameon=False)
     fig.suptitle(f"{TITLES[dataset]}: mean over {cfg.seeds} seeds, band = range over seeds", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -109,7 +109,7 @@ def mode_maps(result: StudyResult, dataset: str, seed: int = 0) -> plt.Figure:
         ax.imshow(cov.T, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
                   extent=(c["steps"][0] - cfg.eval_every / 2, c["steps"][-1] + cfg.eval_every / 2,
                           cov.shape[1] - 0.5, -0.5))
-        ax.set_title(f"{name}\n{drops} drops", fontsize=11)
+        ax.set_title(f"{name}\n{drops} drop{'' if drops == 1 else 's'}", fontsize=11)
         ax.set_xlabel("generator step")
     axes[0, 0].set_ylabel("mode index")
     fig.suptitle(f"{TITLES[dataset]}: covered modes over training (seed {seed})", fontsize=13)

@@ -296,7 +296,17 @@ def conclusions(result: StudyResult) -> list[str]:
             drops = mean_ci(f["drops"])
             out.append(f"{title}: modes(DDPM) − modes({m}) = {est:+.1f} [{lo:+.1f}, {hi:+.1f}] → {verdict}; "
                        f"{m} dropped a covered mode {drops[0]:.1f} ± {drops[1]:.1f} times per run "
-                       f"({sum(x > 0 for x in f['drops'])} of {len(f['drops'])} runs forgot a mode at least once).")
+                       f"({sum(x > 0 for x in f['drops'])} of {len(f['drops'])} runs dropped one at least once; "
+                       f"{sum(x > 0 for x in f['forgotten'])} ended without a mode they had covered).")
+        complete = [m for m, f in gans.items() if all(v == k for v in f["modes"])]
+        out.append(f"{title}: GAN variants covering all {k} modes in every seed: "
+                   f"{', '.join(complete) if complete else 'none'}.")
+        best = max(gans, key=lambda m: np.mean(gans[m]["hq"]))
+        est, lo, hi = diff_ci(ref["hq"], gans[best]["hq"])
+        tag = ("diffusion's samples are closer to the modes" if lo > 0 else
+               f"{best}'s samples are closer to the modes" if hi < 0 else "inconclusive")
+        out.append(f"{title}: high-quality fraction, DDPM − the best GAN ({best}) = {est:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                   f"→ {tag} (data itself: {np.mean(result.floor[d]['hq']):.3f}).")
         worse = [m for m, f in gans.items() if diff_ci(ref["modes"], f["modes"])[1] > 0]
         if holds and worse:
             verdict = (f"holds here: every DDPM run covers all {k} modes, and it covers significantly more than "
