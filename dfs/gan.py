@@ -246,7 +246,8 @@ def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, l
 def dragan_penalty(critic: Callable, real: torch.Tensor, lam: float = 10.0, k: float = 1.0,
                    noise_std: float | torch.Tensor = 0.5, delta: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """DRAGAN's local gradient penalty (Kodali et al. 2017, §4 "DRAGAN", ref. [9]):
+    """DRAGAN's local gradient penalty (Kodali et al. 2017, ref. [9]; the penalty term of their DRAGAN objective —
+    its equation number was not checked against the paper offline):
 
         λ E_{x ~ P_real, δ ~ N_d(0, cI)}[(‖∇_x D(x + δ)‖ − k)²],
 
