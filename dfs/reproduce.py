@@ -1,6 +1,7 @@
 """``dfs reproduce``: execute the notebooks in order with papermill, collecting executed copies and figures.
 
-Any ``notebooks/NN_*.ipynb`` is picked up, so adding a notebook needs no change here. A failing notebook
+Any ``notebooks/NN_*.ipynb`` (or ``NNx_*.ipynb``, a lowercase letter after the number: ``02b`` sorts after ``02``
+and before ``03``) is picked up, so adding a notebook needs no change here. A failing notebook
 stops the run with a :class:`NotebookFailed` naming the notebook and the cell.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .paths import figures_dir, repo_root
 
-NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_.+\.ipynb$")
+NOTEBOOK_PATTERN = re.compile(r"^(\d{2}[a-z]?)_.+\.ipynb$")
 
 
 class NotebookFailed(RuntimeError):
@@ -36,7 +37,8 @@ class NotebookRun:
 
 
 def find_notebooks(notebooks_dir: Path, only: list[str] | None = None) -> list[Path]:
-    """The ``NN_name.ipynb`` files in order; ``only`` keeps those whose number (``"01"``) or stem matches."""
+    """The ``NN_name.ipynb`` / ``NNx_name.ipynb`` files in order; ``only`` keeps those whose number (``"01"``,
+    ``"02b"``) or stem matches."""
     notebooks_dir = Path(notebooks_dir)
     if not notebooks_dir.is_dir():
         raise FileNotFoundError(f"no notebooks folder at {notebooks_dir}; run from the dfs checkout or set DFS_ROOT")

@@ -146,6 +146,65 @@ def eight_gaussians_gmm(radius: float = 1.4, std: float = 0.1) -> GaussianMixtur
     return GaussianMixture(radius * torch.stack([angles.cos(), angles.sin()], 1), std)
 
 
+def grid_gmm(n: int = 5, spacing: float = 0.7, std: float = 0.05) -> GaussianMixture:
+    """n × n equal Gaussians on a square grid centred at 0 (the 25-mode grid of the GAN literature, e.g.
+    Dumoulin et al. 2017, Srivastava et al. 2017); per-axis std ≈ 1 with the defaults (spacing·√((n²−1)/12) = 0.99)."""
+    if n < 1 or spacing <= 0:
+        raise ValueError(f"need n ≥ 1 and spacing > 0; got {n}, {spacing}")
+    axis = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) * spacing
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    return GaussianMixture(torch.stack([xx.flatten(), yy.flatten()], 1), std)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Mode coverage: which modes a sampler reaches, and how well
+# ----------------------------------------------------------------------------------------------------------
+
+
+def mode_quality(gmm: GaussianMixture, x: torch.Tensor, n_sigma: float = 3.0, min_fraction: float = 0.2) -> dict:
+    """Mode statistics of samples ``x`` (n, D) of a mixture with well-separated isotropic components, the measures
+    of the GAN mode-collapse literature (Metz et al. 2017 §3.1; Srivastava et al. 2017; Lin et al. 2018):
+
+    * a sample is *high quality* when it lies within ``n_sigma`` standard deviations of the mean of its most
+      probable component (:meth:`GaussianMixture.classify`): ‖x − μ_k‖ ≤ n_sigma·σ_k. For data itself in D = 2
+      that happens with probability 1 − exp(−n_sigma²/2) (0.989 for 3σ: ‖x − μ‖²/σ² is χ²₂);
+    * a mode is *covered* when it holds at least ``min_fraction`` of its expected share of the high-quality
+      samples, ``min_fraction · w_k · n`` (PacGAN's rule: 20 of the 100 expected samples of a 25-mode grid).
+
+    Returns ``counts`` (K,) high-quality samples per mode, ``covered`` (K,) bool, ``modes`` (how many covered) and
+    ``hq`` (the fraction of high-quality samples).
+    """
+    if x.dim() != 2 or x.shape[1] != gmm.dim or len(x) == 0:
+        raise ValueError(f"x must be (n, {gmm.dim}) with n ≥ 1; got {tuple(x.shape)}")
+    k = gmm.classify(x)
+    dist = (x.double() - gmm.means[k]).norm(dim=1)
+    good = dist <= n_sigma * gmm.stds[k]
+    counts = torch.bincount(k[good], minlength=gmm.n_components)
+    covered = counts >= min_fraction * gmm.weights * len(x)
+    return {"counts": counts, "covered": covered, "modes": int(covered.sum()), "hq": good.double().mean().item()}
+
+
+def mode_drops(covered: torch.Tensor) -> dict:
+    """Mode hopping along training from a (checkpoints, K) bool history of covered modes (:func:`mode_quality`).
+
+    Thanh-Tung & Tran (2020) tie mode collapse to catastrophic forgetting: the generator leaves a mode it covered
+    and may come back later. Returns ``drops`` (the number of times a mode covered at one checkpoint is not covered
+    at the next), ``returns`` (not covered → covered again, after having been covered before) and ``forgotten``
+    (modes covered at some checkpoint but not at the last one).
+    """
+    c = torch.as_tensor(covered, dtype=torch.bool)
+    if c.dim() != 2:
+        raise ValueError(f"covered must be (checkpoints, K); got shape {tuple(c.shape)}")
+    if len(c) < 2:
+        return {"drops": 0, "returns": 0, "forgotten": 0}
+    before, after = c[:-1], c[1:]
+    seen_before = torch.cummax(c.int(), dim=0).values.bool()[:-1]
+    drops = (before & ~after).sum().item()
+    returns = (~before & after & seen_before).sum().item()
+    forgotten = (c.any(0) & ~c[-1]).sum().item()
+    return {"drops": int(drops), "returns": int(returns), "forgotten": int(forgotten)}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 2-D datasets
 # ----------------------------------------------------------------------------------------------------------
@@ -177,6 +236,7 @@ DATASETS: dict[str, Callable] = {
     "eight_gaussians": lambda n, g: eight_gaussians_gmm().sample(n, g),
     "checkerboard": _checkerboard,
     "gmm": lambda n, g: default_gmm().sample(n, g),
+    "grid25": lambda n, g: grid_gmm().sample(n, g),
 }
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dfs.reproduce import run_notebook
+from dfs.reproduce import NOTEBOOK_PATTERN, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").iterdir() if NOTEBOOK_PATTERN.match(p.name))   # 01_…, 02b_…
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+from dfs.reproduce import NOTEBOOK_PATTERN
+
 ROOT = Path(__file__).resolve().parent.parent
 AUTHOR_PACKAGES = {"jupyterlab", "torch", "torchvision", "diffusers", "matplotlib", "plotly", "numpy", "insightface"}
 
@@ -64,5 +66,5 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
 
 def test_readme_lists_every_notebook():
     readme = (ROOT / "README.md").read_text()
-    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for nb in sorted(p for p in (ROOT / "notebooks").iterdir() if NOTEBOOK_PATTERN.match(p.name)):
         assert nb.name in readme, f"README's notebook list misses {nb.name}"

@@ -42,6 +42,15 @@ def test_find_notebooks_orders_and_filters(notebooks):
         find_notebooks(d, ["07"])
 
 
+def test_a_lettered_notebook_sorts_between_its_neighbours_and_is_selectable(notebooks):
+    d, _, _ = notebooks
+    _notebook(d / "01b_extra.ipynb", ["x = 1"])
+    _notebook(d / "01B_upper.ipynb", ["x = 1"])          # only a lowercase letter is a notebook number
+    assert [p.stem for p in find_notebooks(d)] == ["01_ok", "01b_extra", "02_fails"]
+    assert [p.stem for p in find_notebooks(d, ["01b"])] == ["01b_extra"]
+    assert [p.stem for p in find_notebooks(d, ["01"])] == ["01_ok"]
+
+
 def test_reproduce_quick_writes_executed_copy_and_manifest(notebooks):
     d, figs, build = notebooks
     runs = reproduce(quick=True, only=["01"], out=build, notebooks_dir=d, log=lambda *_: None)
