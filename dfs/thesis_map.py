@@ -64,9 +64,10 @@ class Entry:
 NB01, NB02, NB03, NB04 = ("01_ddpm_forward_reverse", "02_toy_2d_diffusion", "03_elbo_losses",
                           "04_latent_diffusion")
 NB05, NB06, NB07, NB08 = "05_faces_identity", "06_swap_training", "07_swap_evaluation", "08_faceshifter"
-NB00, NB09 = "00_thesis_map", "09_results"
-GAN_NOTE = ("no GAN is trained on the toy data here, so instability and mode collapse are not measured; a "
-            "notebook 02b_gan_vs_diffusion is being written on another branch")
+NB00, NB09, NB02B = "00_thesis_map", "09_results", "02b_gan_vs_diffusion"
+GAN_NOTE = ("measured on the 2-D mixtures in quick mode on the 8-Gaussian ring with 3 seeds; the 5×5 grid and 10 "
+            "seeds are the full mode, not run yet")
+GAN_NB = ((NB02B, "2. Six GANs and the diffusion reference"), (NB02B, "6. The final table"))
 
 E = Entry
 ENTRIES: tuple[Entry, ...] = (
@@ -79,7 +80,9 @@ ENTRIES: tuple[Entry, ...] = (
     E("section", "§1.1.1", 53, "1.1.1 Общие сведения о диффузионных моделях", COVERED,
       notebooks=((NB01, "1. The forward process"), (NB02, "3. Training an MLP")), code=("dfs.diffusion",)),
     E("section", "§1.1.1 GAN problems", 55, "Основными проблемами, сохранившимися до сих пор, являются "
-      "нестабильность обучения [9]", NOT_COVERED, note=GAN_NOTE),
+      "нестабильность обучения [9]", COVERED,
+      notebooks=((NB02B, "4. Modes, quality and gradient norms over training"), (NB02B, "5. Mode hopping: forgetting modes during training")),
+      code=("dfs.gan.train_gan", "dfs.toy.mode_drops"), note=GAN_NOTE),
     E("section", "§1.1.1 forward process", 59, "Прямой процесс", COVERED,
       notebooks=((NB01, "1. The forward process"),), code=("dfs.diffusion.q_step", "dfs.diffusion.q_sample")),
     E("section", "§1.1.1 reverse process", 86, "Обратный процесс", COVERED,
@@ -243,7 +246,8 @@ ENTRIES: tuple[Entry, ...] = (
       note="the completed decomposition and its terms in bits/dim; the draft's derivation stops garbled (l.337)"),
 
     # ---- references -----------------------------------------------------------------------------------------
-    E("reference", "[1]", 216, "Arjovsky M., Chintala S., Bottou L. Wasserstein GAN.", NOT_COVERED, note=GAN_NOTE),
+    E("reference", "[1]", 216, "Arjovsky M., Chintala S., Bottou L. Wasserstein GAN.", COVERED, notebooks=GAN_NB,
+      code=("dfs.gan.wasserstein_critic_loss", "dfs.gan.clip_weights_", "dfs.gan.gradient_penalty"), note=GAN_NOTE),
     E("reference", "[2]", 217, "Deep Unsupervised Learning using Nonequilibrium Thermodynamics", PARTLY,
       notebooks=((NB01, "1. The forward process"),), code=("dfs.diffusion.q_step",),
       note="the forward/reverse Gaussian chain is used in DDPM's form [6]; Sohl-Dickstein's own training (their "
@@ -264,18 +268,20 @@ ENTRIES: tuple[Entry, ...] = (
     E("reference", "[8]", 223, "Nichol A., Dhariwal P. Improved Denoising Diffusion Probabilistic Models.", COVERED,
       notebooks=((NB03, "5. Linear vs cosine schedule"), (NB03, "6. Fewer sampling steps")),
       code=("dfs.diffusion.cosine_beta_schedule", "dfs.diffusion.loss_hybrid", "dfs.diffusion.respace")),
-    E("reference", "[9]", 224, "On Convergence and Stability of GANs", NOT_COVERED, note=GAN_NOTE),
+    E("reference", "[9]", 224, "On Convergence and Stability of GANs", COVERED, notebooks=GAN_NB,
+      code=("dfs.gan.dragan_penalty",), note=GAN_NOTE + "; DRAGAN covered no mode at this budget"),
     E("reference", "[10]", 225, "Neural Discrete Representation Learning", COVERED,
       notebooks=((NB04, "1. The rate–distortion trade-off"),), code=("dfs.latent.vq_losses", "dfs.latent.quantize")),
     E("reference", "[11]", 226, "Spectral Normalization for Generative Adversarial Networks", PARTLY,
-      notebooks=((NB08, "The architecture, drawn from the code"),),
-      code=("dfs.swap.faceshifter.PatchDiscriminator", "dfs.swap.faceshifter.MultiScaleDiscriminator"),
-      note="FaceShifter's discriminator uses spectral normalisation; its effect on stability is not measured "
-           "(" + GAN_NOTE + ")"),
+      notebooks=((NB08, "The architecture, drawn from the code"), *GAN_NB),
+      code=("dfs.swap.faceshifter.PatchDiscriminator", "dfs.gan.apply_spectral_norm"),
+      note="FaceShifter's discriminator uses it; on the 2-D mixtures an SN discriminator is one of the GANs "
+           "measured (" + GAN_NOTE + ")"),
     E("reference", "[12]", 227, "On Catastrophic Forgetting and Mode Collapse in Generative Adversarial Networks",
-      NOT_COVERED, note=GAN_NOTE),
-    E("reference", "[13]", 228, "Unrolled Generative Adversarial Networks", NOT_COVERED,
-      note=GAN_NOTE + "; the draft calls it 'UGAN' (l.55)"),
+      COVERED, notebooks=((NB02B, "5. Mode hopping: forgetting modes during training"),),
+      code=("dfs.toy.mode_drops",), note=GAN_NOTE + "; forgetting measured as modes a generator leaves after covering them"),
+    E("reference", "[13]", 228, "Unrolled Generative Adversarial Networks", COVERED, notebooks=GAN_NB,
+      code=("dfs.gan.unrolled_generator_loss",), note=GAN_NOTE + "; the draft calls it 'UGAN' (l.55)"),
 
     # ---- tools (§1.2.1 and §2.1) ----------------------------------------------------------------------------
     E("tool", "tool: diffusers (§1.2.1)", 192, "- diffusers", COVERED, notebooks=((NB04, "2. Pixel vs latent diffusion"),),
