@@ -8,10 +8,28 @@ from scipy.ndimage import uniform_filter
 
 from dfs.data.digits import batch_sampler, digits_images
 from dfs.diffusion import NoiseSchedule
-from dfs.latent import (AutoencoderWithLoss, ClassTokens, EmbeddingTokens, LatentDiffusion, PerceptualLoss,
-                        activation_bytes, as_schedule, capture_cross_attention, cfg_eps, drop_condition, encode,
-                        estimate_scale_factor, module_loss, perceptual_or_none, quantize, reconstruction_quality,
-                        set_scale_factor, train, vgg16_perceptual, vq_losses)
+from dfs.latent import (
+    AutoencoderWithLoss,
+    ClassTokens,
+    EmbeddingTokens,
+    LatentDiffusion,
+    PerceptualLoss,
+    activation_bytes,
+    as_schedule,
+    capture_cross_attention,
+    cfg_eps,
+    drop_condition,
+    encode,
+    estimate_scale_factor,
+    module_loss,
+    perceptual_or_none,
+    quantize,
+    reconstruction_quality,
+    set_scale_factor,
+    train,
+    vgg16_perceptual,
+    vq_losses,
+)
 from dfs.nets import WeightsUnavailable, build_autoencoder, build_cond_unet, build_unet
 from dfs.train import TrainConfig, Trainer, latest_checkpoint
 
@@ -63,7 +81,7 @@ def test_vq_terms_send_gradients_where_van_den_oord_eq3_says():
     torch.testing.assert_close(z_q, e)
     (g,) = torch.autograd.grad((z_q * 3).sum(), z_e)
     torch.testing.assert_close(g, torch.full_like(z_e, 3.0))
-    out = AutoencoderWithLoss(vq, beta=0.25)(torch.rand(2, 1, 8, 8))
+    out = AutoencoderWithLoss(vq, beta=0.25, codebook="loss")(torch.rand(2, 1, 8, 8))
     torch.testing.assert_close(out["loss"], out["rec"] + out["codebook"] + 0.25 * out["commit"])
     assert 1 <= out["perplexity"] <= 16
 
