@@ -29,7 +29,6 @@ import torch
 
 from . import diffusion, latent, nets, train
 from .data import digits
-from .paths import repo_root
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "latent-digits"
 SHIP_COMMAND = "python -m dfs.latent_study --out dfs/weights/latent-digits"

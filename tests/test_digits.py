@@ -4,7 +4,13 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from dfs.data.digits import DigitJudge, batch_sampler, digits_images, proportion_interval, to_8x8
+from dfs.data.digits import (
+    DigitJudge,
+    batch_sampler,
+    digits_images,
+    proportion_interval,
+    to_8x8,
+)
 
 
 def test_digits_images_are_sklearn_digits_scaled_to_minus1_1():

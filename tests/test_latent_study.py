@@ -53,7 +53,7 @@ def test_train_save_load_round_trip_and_stale_weights_are_refused(tmp_path):
         torch.testing.assert_close(latent.reconstruct(loaded[name], x), latent.reconstruct(models[name], x),
                                    atol=0.05, rtol=0)
     assert loaded["ae-kl-f2"].config.scaling_factor == pytest.approx(models["ae-kl-f2"].config.scaling_factor)
-    g = dict(steps=3, guidance=3.0)
+    g = {"steps": 3, "guidance": 3.0}
     a = models["cond"].sample(4, cond=torch.arange(4), generator=torch.Generator().manual_seed(0), **g)
     b = loaded["cond"].sample(4, cond=torch.arange(4), generator=torch.Generator().manual_seed(0), **g)
     torch.testing.assert_close(a, b, atol=0.05, rtol=0)
