@@ -33,7 +33,7 @@ from dfs.latent import (
 from dfs.nets import WeightsUnavailable, build_autoencoder, build_cond_unet, build_unet
 from dfs.train import TrainConfig, Trainer, latest_checkpoint
 
-CPU = dict(device="cpu", progress=False)
+CPU = {"device": "cpu", "progress": False}
 
 
 def _ldm(p_uncond=0.2, seed=0, T=50):
@@ -68,7 +68,7 @@ def test_vq_terms_send_gradients_where_van_den_oord_eq3_says():
     torch.manual_seed(0)
     vq = build_autoencoder("vq", 2, sample_size=8, num_vq_embeddings=16)
     z_e = torch.randn(2, 4, 4, 4, requires_grad=True)
-    z_q, e, idx = quantize(vq, z_e)
+    z_q, e, _ = quantize(vq, z_e)
     codebook, commit = vq_losses(z_e, e)
     torch.testing.assert_close(codebook, commit)                 # the same number, different gradients
     book = vq.quantize.embedding.weight
