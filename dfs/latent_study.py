@@ -26,9 +26,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from . import diffusion, latent, nets, train
 from .data import digits
+from .figures import git_commit
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "latent-digits"
 SHIP_COMMAND = "python -m dfs.latent_study --out dfs/weights/latent-digits"
@@ -238,8 +240,6 @@ class StaleWeights(RuntimeError):
 def save_models(models: dict, r: LatentRecipe, out: str | Path, provenance: dict | None = None) -> Path:
     """Write every model's weights (floating point as fp16) and ``recipe.json`` (recipe, hash, latent scale,
     training histories, provenance) to ``out``, atomically."""
-    from safetensors.torch import save_file
-
     out = Path(out)
     tensors = {}
     missing = [n for n in model_names(r) if n not in models]
@@ -276,8 +276,6 @@ def shipped_hash(folder: str | Path = SHIPPED_DIR) -> str:
 def load_shipped(r: LatentRecipe = QUICK, folder: str | Path = SHIPPED_DIR, device: str | torch.device = "cpu") -> dict:
     """The models of ``r`` from the shipped weights (fp16 on disk, float32 here), after checking that they were
     made by this recipe and this code (:func:`recipe_hash`); ``"histories"`` holds their training logs."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     found, want = shipped_hash(folder), recipe_hash(r)
     if found != want:
@@ -363,7 +361,7 @@ def main(argv=None) -> int:
     t0, c0 = time.perf_counter(), time.process_time()
     models = train_all(r, digits_split(r), names, have=models, device=a.device, progress=False)
     prov = {"command": " ".join(["python -m dfs.latent_study", *(sys.argv[1:] if argv is None else argv)]),
-            "trained": names, "commit": _commit(), "wall_seconds": round(time.perf_counter() - t0, 1),
+            "trained": names, "commit": git_commit(), "wall_seconds": round(time.perf_counter() - t0, 1),
             "cpu_seconds": round(time.process_time() - c0, 1), "torch_threads": a.threads,
             "torch": torch.__version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if a.part_out:
@@ -373,12 +371,6 @@ def main(argv=None) -> int:
     prov = {**prov, "parts": models.get("parts", [])}
     print(f"wrote {save_models(models, r, a.out, prov)}")
     return 0
-
-
-def _commit() -> str:
-    from .figures import git_commit
-
-    return git_commit()
 
 
 if __name__ == "__main__":
