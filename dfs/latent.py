@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .device import batch_rand
 from .diffusion import NoiseSchedule, ddim_sample, ddpm_sample, loss_simple
@@ -107,6 +107,43 @@ def perplexity(idx: torch.Tensor, n_codes: int) -> torch.Tensor:
     return torch.exp(-(p[p > 0] * p[p > 0].log()).sum())
 
 
+def ema_codebook_update(codebook: torch.Tensor, cluster_size: torch.Tensor, embed_sum: torch.Tensor,
+                        z_flat: torch.Tensor, idx: torch.Tensor, decay: float, eps: float = 1e-5) -> None:
+    """EMA codebook learning, in place (van den Oord et al. 2017, App. A.1, eqs. 6–8; VQ-VAE-2 and LDM use it):
+
+        N_i ← γ N_i + (1 − γ) n_i,    m_i ← γ m_i + (1 − γ) Σ_{j: k(j)=i} z_e,j,    e_i = m_i / N_i,
+
+    n_i the number of the batch's vectors ``z_flat`` (M, C) assigned to code i (``idx``, (M,)). N is Laplace-
+    smoothed before dividing, N_i ← (N_i + ε) / (ΣN + Kε) · ΣN (Sonnet's VQ-VAE-EMA), so an unused code does not
+    divide by zero."""
+    K = codebook.shape[0]
+    onehot = F.one_hot(idx, K).to(z_flat.dtype)                          # (M, K)
+    cluster_size.mul_(decay).add_(onehot.sum(0), alpha=1 - decay)
+    embed_sum.mul_(decay).add_(onehot.t() @ z_flat, alpha=1 - decay)
+    total = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (total + K * eps) * total
+    codebook.copy_(embed_sum / smoothed[:, None])
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k centres of the rows of ``x`` (M, C) by Lloyd's algorithm from k random rows (with replacement when
+    M < k); an emptied cluster keeps its centre. Used to initialise a codebook from the first batch (the data-
+    dependent initialisation of SoundStream, Zeghidour et al. 2021, §3.3)."""
+    g = generator or torch.Generator(device="cpu").manual_seed(0)
+    pick = (torch.randperm(len(x), generator=g)[:k] if len(x) >= k
+            else torch.randint(0, len(x), (k,), generator=g)).to(x.device)
+    centres = x[pick].clone()
+    for _ in range(iters):
+        assign = torch.cdist(x, centres).argmin(1)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
+    return centres
+
+
+CODEBOOK_MODES = ("loss", "ema")
+
+
 class AutoencoderWithLoss(nn.Module):
     """An autoencoder and its training objective; ``forward(x)`` returns ``{"loss", ...}`` for the Trainer.
 
@@ -115,28 +152,74 @@ class AutoencoderWithLoss(nn.Module):
         divided by the number of pixels, which keeps that ratio, so ``kl_weight=1e-6`` means the same.
     VQ (van den Oord et al. eq. 3):  L = |x − D(z_q)| + ‖sg[z_e] − e‖² + β ‖z_e − sg[e]‖²,  β = 0.25.
     Either may add ``perceptual_weight`` · a :class:`PerceptualLoss` (pass ``perceptual=None`` to leave it out).
+
+    VQ codebook collapse (a few codes take every vector, the rest never move) has three standard remedies, all
+    on by default with ``codebook="ema"``:
+      * EMA codebook updates instead of the codebook loss term (:func:`ema_codebook_update`, decay ``ema_decay``;
+        the codebook is then no parameter of the optimiser, and L = |x − D(z_q)| + β ‖z_e − sg[e]‖²);
+      * k-means initialisation of the codebook on the first training batch's encoder outputs (``kmeans_init``);
+      * dead-code restarts (Dhariwal et al. 2020, Jukebox §2.2): after each update, every code whose EMA count
+        N_i has fallen below ``dead_threshold`` is moved onto a random encoder output of the batch.
+    ``codebook="loss"`` is the plain gradient-trained codebook of eq. 3 with none of them (collapses easily).
     """
 
     def __init__(self, autoencoder, rec: str = "l1", kl_weight: float = 1e-6, beta: float = 0.25,
-                 perceptual: nn.Module | None = None, perceptual_weight: float = 1.0):
+                 perceptual: nn.Module | None = None, perceptual_weight: float = 1.0, codebook: str = "ema",
+                 ema_decay: float = 0.99, kmeans_init: bool = True, dead_threshold: float = 0.1):
         super().__init__()
         if kl_weight < 0 or beta < 0 or perceptual_weight < 0:
             raise ValueError(f"loss weights must be ≥ 0; got kl_weight={kl_weight}, beta={beta}, "
                              f"perceptual_weight={perceptual_weight}")
+        if codebook not in CODEBOOK_MODES:
+            raise ValueError(f"unknown codebook mode {codebook!r}; choose one of {CODEBOOK_MODES}")
+        if not 0 < ema_decay < 1 or dead_threshold < 0:
+            raise ValueError(f"need 0 < ema_decay < 1 and dead_threshold ≥ 0; got {ema_decay}, {dead_threshold}")
         reconstruction_loss(torch.zeros(1), torch.zeros(1), rec)  # validates ``rec``
         self.autoencoder, self.rec, self.kl_weight, self.beta = autoencoder, rec, kl_weight, beta
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
+        self.codebook_mode = codebook if is_vq(autoencoder) else None
+        self.ema_decay, self.kmeans_init, self.dead_threshold = ema_decay, kmeans_init, dead_threshold
+        if self.codebook_mode == "ema":
+            K, C = autoencoder.quantize.embedding.weight.shape
+            autoencoder.quantize.embedding.weight.requires_grad_(False)
+            self.register_buffer("cluster_size", torch.zeros(K))
+            self.register_buffer("embed_sum", torch.zeros(K, C))
+            self.register_buffer("initialised", torch.tensor(not kmeans_init))
         if perceptual is not None:
             perceptual.requires_grad_(False)
+
+    @torch.no_grad()
+    def _update_codebook(self, z_e: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """EMA update + dead-code restarts on one batch; returns the number of codes restarted."""
+        book = self.autoencoder.quantize.embedding.weight
+        z_flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, z_e.shape[1]).float()
+        if not bool(self.initialised):
+            book.copy_(kmeans(z_flat, book.shape[0]))
+            self.embed_sum.copy_(book)
+            self.cluster_size.fill_(1.0)
+            self.initialised.fill_(True)
+            idx = torch.cdist(z_flat, book).argmin(1)
+        ema_codebook_update(book, self.cluster_size, self.embed_sum, z_flat, idx.reshape(-1), self.ema_decay)
+        dead = self.cluster_size < self.dead_threshold
+        n_dead = int(dead.sum())
+        if n_dead:
+            pick = torch.randint(0, len(z_flat), (n_dead,), device=z_flat.device)
+            book[dead] = z_flat[pick]
+            self.embed_sum[dead] = z_flat[pick]
+            self.cluster_size[dead] = 1.0
+        return torch.tensor(float(n_dead))
 
     def forward(self, x: torch.Tensor) -> dict:
         ae, logs = self.autoencoder, {}
         if is_vq(ae):
             z_e = ae.encode(x).latents
+            if self.codebook_mode == "ema" and self.training:
+                _, _, idx = quantize(ae, z_e)
+                logs.update(restarted=self._update_codebook(z_e, idx))
             z_q, e, idx = quantize(ae, z_e)
             x_hat = ae.decode(z_q, force_not_quantize=True).sample
             codebook, commit = vq_losses(z_e, e)
-            reg = codebook + self.beta * commit
+            reg = self.beta * commit + (codebook if self.codebook_mode == "loss" else 0.0)
             logs.update(codebook=codebook.detach(), commit=commit.detach(),
                         perplexity=perplexity(idx, ae.config.num_vq_embeddings))
         else:
@@ -152,6 +235,21 @@ class AutoencoderWithLoss(nn.Module):
             loss = loss + self.perceptual_weight * p
             logs.update(perceptual=p.detach())
         return {"loss": loss, "rec": rec.detach(), **logs}
+
+
+@torch.no_grad()
+def codebook_usage(vq_model, x: torch.Tensor, batch_size: int = 256) -> dict:
+    """How much of a VQ codebook the images ``x`` use: ``perplexity`` (exp of the entropy of the code histogram,
+    the effective number of codes), ``used`` (codes chosen at least once), ``dead`` (K − used) and ``K``."""
+    was_training = vq_model.training
+    vq_model.eval()
+    dev = next(vq_model.parameters()).device
+    idx = torch.cat([quantize(vq_model, vq_model.encode(x[i:i + batch_size].to(dev)).latents)[2].reshape(-1)
+                     for i in range(0, len(x), batch_size)])
+    vq_model.train(was_training)
+    K = vq_model.config.num_vq_embeddings
+    used = int((torch.bincount(idx, minlength=K) > 0).sum())
+    return {"perplexity": float(perplexity(idx, K)), "used": used, "dead": K - used, "K": K}
 
 
 class PerceptualLoss(nn.Module):

@@ -4,7 +4,13 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from dfs.data.digits import DigitJudge, batch_sampler, digits_images, to_8x8
+from dfs.data.digits import (
+    DigitJudge,
+    batch_sampler,
+    digits_images,
+    proportion_interval,
+    to_8x8,
+)
 
 
 def test_digits_images_are_sklearn_digits_scaled_to_minus1_1():
@@ -43,4 +49,21 @@ def test_digit_judge_tells_digits_from_noise():
     assert fd_real < 0.2 * fd_noise
     assert judge.fd(x[:1400]) == pytest.approx(0.0, abs=1e-6)   # the same sample as the reference
     s = judge.scores(held_out, labels)
-    assert set(s) == {"digit_fd", "confidence", "accuracy"} and 0.1 <= s["confidence"] <= 1
+    assert set(s) == {"digit_fd", "confidence", "accuracy", "acc_low", "acc_high"} and 0.1 <= s["confidence"] <= 1
+    assert s["acc_low"] < s["accuracy"] < s["acc_high"]
+    # the real-vs-real floor: as many real digits score about what the held-out ones do, far below noise
+    floor, spread = judge.fd_floor(len(held_out), held_out)
+    assert spread >= 0 and floor < 0.2 * fd_noise and abs(floor - fd_real) < 0.5 * max(floor, fd_real)
+    with pytest.raises(ValueError, match="n must be"):
+        judge.fd_floor(1, held_out)
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (93, 100), (200, 200), (1, 1)])
+def test_wilson_interval_matches_scipy(k, n):
+    from scipy.stats import binomtest
+    ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    np.testing.assert_allclose(proportion_interval(k, n), (ref.low, ref.high), atol=1e-12)
+    lo, hi = proportion_interval(k, n, level=0.5)
+    assert proportion_interval(k, n)[0] <= lo <= hi <= proportion_interval(k, n)[1]
+    with pytest.raises(ValueError):
+        proportion_interval(n + 1, n)

@@ -8,14 +8,32 @@ from scipy.ndimage import uniform_filter
 
 from dfs.data.digits import batch_sampler, digits_images
 from dfs.diffusion import NoiseSchedule
-from dfs.latent import (AutoencoderWithLoss, ClassTokens, EmbeddingTokens, LatentDiffusion, PerceptualLoss,
-                        activation_bytes, as_schedule, capture_cross_attention, cfg_eps, drop_condition, encode,
-                        estimate_scale_factor, module_loss, perceptual_or_none, quantize, reconstruction_quality,
-                        set_scale_factor, train, vgg16_perceptual, vq_losses)
+from dfs.latent import (
+    AutoencoderWithLoss,
+    ClassTokens,
+    EmbeddingTokens,
+    LatentDiffusion,
+    PerceptualLoss,
+    activation_bytes,
+    as_schedule,
+    capture_cross_attention,
+    cfg_eps,
+    drop_condition,
+    encode,
+    estimate_scale_factor,
+    module_loss,
+    perceptual_or_none,
+    quantize,
+    reconstruction_quality,
+    set_scale_factor,
+    train,
+    vgg16_perceptual,
+    vq_losses,
+)
 from dfs.nets import WeightsUnavailable, build_autoencoder, build_cond_unet, build_unet
 from dfs.train import TrainConfig, Trainer, latest_checkpoint
 
-CPU = dict(device="cpu", progress=False)
+CPU = {"device": "cpu", "progress": False}
 
 
 def _ldm(p_uncond=0.2, seed=0, T=50):
@@ -50,7 +68,7 @@ def test_vq_terms_send_gradients_where_van_den_oord_eq3_says():
     torch.manual_seed(0)
     vq = build_autoencoder("vq", 2, sample_size=8, num_vq_embeddings=16)
     z_e = torch.randn(2, 4, 4, 4, requires_grad=True)
-    z_q, e, idx = quantize(vq, z_e)
+    z_q, e, _ = quantize(vq, z_e)
     codebook, commit = vq_losses(z_e, e)
     torch.testing.assert_close(codebook, commit)                 # the same number, different gradients
     book = vq.quantize.embedding.weight
@@ -63,7 +81,7 @@ def test_vq_terms_send_gradients_where_van_den_oord_eq3_says():
     torch.testing.assert_close(z_q, e)
     (g,) = torch.autograd.grad((z_q * 3).sum(), z_e)
     torch.testing.assert_close(g, torch.full_like(z_e, 3.0))
-    out = AutoencoderWithLoss(vq, beta=0.25)(torch.rand(2, 1, 8, 8))
+    out = AutoencoderWithLoss(vq, beta=0.25, codebook="loss")(torch.rand(2, 1, 8, 8))
     torch.testing.assert_close(out["loss"], out["rec"] + out["codebook"] + 0.25 * out["commit"])
     assert 1 <= out["perplexity"] <= 16
 
@@ -304,3 +322,71 @@ def test_activation_bytes_counts_each_saved_storage_once():
     assert activation_bytes(lambda: (a * a).sum().backward()) == 4000          # a saved twice, one storage
     assert activation_bytes(lambda: (a.exp().sum() + (a * 2).sum()).backward()) == 4000   # exp saves its output
     assert activation_bytes(lambda: (a * a).exp().sum().backward()) == 8000
+
+
+# -- VQ without collapse: EMA codebook, k-means init, dead-code restarts -------------------------------------------
+
+
+def test_ema_codebook_update_is_van_den_oord_eqs_6_to_8():
+    from dfs.latent import ema_codebook_update
+    torch.manual_seed(0)
+    K, C, gamma, eps = 3, 2, 0.9, 1e-5
+    book, N, m = torch.randn(K, C), torch.tensor([1.0, 2.0, 0.5]), torch.randn(K, C)
+    z = torch.randn(5, C, dtype=torch.float64).float()
+    idx = torch.tensor([0, 0, 2, 0, 2])
+    N_ref, m_ref = N.clone(), m.clone()
+    for i in range(K):                                   # the equations, one code at a time
+        sel = z[idx == i]
+        N_ref[i] = gamma * N[i] + (1 - gamma) * len(sel)
+        m_ref[i] = gamma * m[i] + (1 - gamma) * sel.sum(0)
+    n = N_ref.sum()
+    e_ref = m_ref / ((N_ref + eps) / (n + K * eps) * n)[:, None]
+    ema_codebook_update(book, N, m, z, idx, gamma, eps)
+    torch.testing.assert_close(N, N_ref)
+    torch.testing.assert_close(m, m_ref)
+    torch.testing.assert_close(book, e_ref)
+    torch.testing.assert_close(book[0], m_ref[0] / N_ref[0], rtol=1e-4, atol=1e-6)   # smoothing is tiny
+
+
+def test_kmeans_finds_separated_clusters():
+    from dfs.latent import kmeans
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0], [-5, 0], [0, 5], [0, -5]])
+    x = centres.repeat_interleave(50, 0) + 0.1 * torch.randn(200, 2, generator=g)
+    found = kmeans(x, 4, iters=20, generator=g)
+    assert torch.cdist(centres, found).min(1).values.max() < 0.1
+
+
+def test_ema_mode_trains_no_codebook_parameter_and_restarts_dead_codes():
+    torch.manual_seed(0)
+    vq = build_autoencoder("vq", 2, sample_size=8, num_vq_embeddings=16)
+    obj = AutoencoderWithLoss(vq, codebook="ema", kmeans_init=False, dead_threshold=0.5)
+    book = vq.quantize.embedding.weight
+    assert not book.requires_grad and all(p is not book for p in obj.parameters() if p.requires_grad)
+    obj.cluster_size.fill_(1.0)
+    obj.cluster_size[3] = 0.0                       # code 3 is dead: it must be moved onto an encoder output
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    out = obj(x)
+    torch.testing.assert_close(out["loss"], out["rec"] + 0.25 * out["commit"])   # no codebook term
+    z_flat = vq.encode(x).latents.detach().permute(0, 2, 3, 1).reshape(-1, 4)
+    assert torch.cdist(book[3:4].detach(), z_flat).min() < 1e-5 and out["restarted"] >= 1
+    with pytest.raises(ValueError, match="codebook mode"):
+        AutoencoderWithLoss(vq, codebook="gumbel")
+
+
+def test_vq_remedy_keeps_the_codebook_in_use():
+    """A small run: with the remedies most of the 64 codes carry the test digits; the plain eq.-3 codebook,
+    initialised like diffusers' (uniform ±1/K), uses far fewer."""
+    from dfs.latent import codebook_usage
+    torch.set_num_threads(1)
+    x, _ = digits_images(8)
+    usage = {}
+    for mode in ("ema", "loss"):
+        torch.manual_seed(0)
+        vq = build_autoencoder("vq", 2, sample_size=8, num_vq_embeddings=64)
+        train(AutoencoderWithLoss(vq, codebook=mode), x[:1500],
+              config=TrainConfig(steps=60, batch_size=32, lr=3e-3, ema_decay=None, **CPU))
+        usage[mode] = codebook_usage(vq, x[1500:])
+    assert usage["ema"]["perplexity"] > 24 and usage["ema"]["dead"] < 16
+    assert usage["ema"]["perplexity"] > 1.5 * usage["loss"]["perplexity"]
+    assert usage["ema"]["used"] + usage["ema"]["dead"] == 64

@@ -52,25 +52,48 @@ def to_8x8(x: torch.Tensor) -> np.ndarray:
     return F.adaptive_avg_pool2d(x.detach().float().cpu().clamp(-1, 1), 8).flatten(1).numpy().astype(np.float64)
 
 
+def proportion_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k/n (Wilson 1927; Agresti & Coull 1998, eq. 2):
+    (p̂ + z²/2n ± z √(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n), z the (1 + level)/2 normal quantile. Unlike p̂ ± z·s.e.
+    it stays inside [0, 1] and is not zero-width at k = 0 or k = n."""
+    from scipy.stats import norm
+
+    if not (0 <= k <= n and n > 0):
+        raise ValueError(f"need 0 ≤ k ≤ n and n > 0, got k={k}, n={n}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    z, p = float(norm.ppf((1 + level) / 2)), k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 class DigitJudge:
     """Sample quality on digits without downloaded weights: a clearly labelled substitute for FID and for
-    classifier-based scores. Everything is fitted on the real digits you pass, at their native 8 × 8 resolution:
+    classifier-based scores. Everything is fitted on the real digits you pass, at their native 8 × 8 resolution
+    (images of any size are area-averaged to 8 × 8 first, :func:`to_8x8`):
 
+    * **accuracy**: an RBF support-vector classifier (scikit-learn ``SVC``, C = 10, sigmoid-calibrated
+      probabilities) labels each image; for reconstructions or class-conditional samples, the fraction labelled
+      as the true or requested class (:meth:`accuracy_interval` adds a Wilson interval). **confidence**: the mean
+      top class probability — weak on its own: the classifier is confident on some noise images too.
     * **digit FD**: the Fréchet distance (:func:`dfs.metrics.frechet_distance`, FID's formula) between Gaussians
       fitted to the first ``n_components`` principal-component coordinates of real and of generated images. It is
-      *not* FID (other features, tiny images); compare values only at one sample size.
-    * **accuracy**: a logistic-regression classifier (scikit-learn) labels each sample; for class-conditional
-      samples, the fraction labelled as the class asked for. **confidence**: the mean top class probability.
+      *not* FID (other features, tiny images) and, like FID, biased upwards at small sample sizes: compare it with
+      :meth:`fd_floor`, the FD of as many *real* digits.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, n_components: int = 16, seed: int = 0):
+        from sklearn.calibration import CalibratedClassifierCV
         from sklearn.decomposition import PCA
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import SVC
 
         self.real = to_8x8(x)
+        self.seed = seed
         self.pca = PCA(n_components, random_state=seed).fit(self.real)
         self.real_features = self.pca.transform(self.real)
-        self.classifier = LogisticRegression(max_iter=5000, C=1.0).fit(self.real, np.asarray(y))
+        self.classifier = CalibratedClassifierCV(SVC(C=10.0, gamma="scale"), ensemble=False).fit(
+            self.real, np.asarray(y))
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         return self.pca.transform(to_8x8(x))
@@ -82,8 +105,28 @@ class DigitJudge:
         ref = self.real_features if real is None else self.features(real)
         return frechet_distance(ref, self.features(x))
 
+    def fd_floor(self, n: int, real: torch.Tensor, draws: int = 5) -> tuple[float, float]:
+        """The digit FD that ``n`` real digits (drawn without replacement from the judge's own) score against
+        ``real``: (mean, standard deviation) over ``draws`` draws. What a perfect generator of n samples scores."""
+        from dfs.metrics import frechet_distance
+
+        if not 2 <= n <= len(self.real_features):
+            raise ValueError(f"n must be in [2, {len(self.real_features)}], got {n}")
+        ref, rng = self.features(real), np.random.default_rng(self.seed)
+        v = [frechet_distance(ref, self.real_features[rng.choice(len(self.real_features), n, replace=False)])
+             for _ in range(draws)]
+        return float(np.mean(v)), float(np.std(v))
+
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        return self.classifier.predict(to_8x8(x))
+
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        return float((self.classifier.predict(to_8x8(x)) == np.asarray(y)).mean())
+        return float((self.predict(x) == np.asarray(y)).mean())
+
+    def accuracy_interval(self, x: torch.Tensor, y: torch.Tensor, level: float = 0.95) -> tuple[float, float, float]:
+        """(accuracy, low, high): the fraction of ``x`` classified as ``y`` and its Wilson interval."""
+        k, n = int((self.predict(x) == np.asarray(y)).sum()), len(x)
+        return (k / n, *proportion_interval(k, n, level))
 
     def confidence(self, x: torch.Tensor) -> float:
         return float(self.classifier.predict_proba(to_8x8(x)).max(1).mean())
@@ -91,5 +134,5 @@ class DigitJudge:
     def scores(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict:
         out = {"digit_fd": self.fd(x), "confidence": self.confidence(x)}
         if y is not None:
-            out["accuracy"] = self.accuracy(x, y)
+            out["accuracy"], out["acc_low"], out["acc_high"] = self.accuracy_interval(x, y)
         return out
