@@ -63,7 +63,7 @@ def reconstruct(autoencoder, x: torch.Tensor, batch_size: int = 256) -> torch.Te
 
 
 def latent_size(autoencoder, image_size: int) -> int:
-    """Numbers per image in the latent: c · (H/f)² (the "rate" axis of the LDM Fig. 1 trade-off)."""
+    """Numbers per image in the latent: c · (H/f)² (the "rate" axis of LDM Fig. 2, perceptual and semantic compression)."""
     f = 2 ** (len(autoencoder.config.block_out_channels) - 1)
     return autoencoder.config.latent_channels * (image_size // f) ** 2
 
