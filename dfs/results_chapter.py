@@ -141,12 +141,13 @@ def eval_mode(summary: dict) -> tuple[bool | None, str]:
 def find_eval_reports(root: str | os.PathLike | None = None, subfolders: bool = True,
                       prefix: str = "", variant: str | None = None) -> list[tuple[str, dict]]:
     """(table name stem, report) for every ``eval_*.json`` in ``root`` (default ``<repo>/results``) and, with
-    ``subfolders``, one level below (a subfolder names a variant, e.g. an ablation: it is kept in the report as
-    ``"variant"``; ``variant`` sets it for the top level). ``prefix`` goes before each stem. JSON that is not a
-    ``dfs eval`` report is skipped."""
+    ``subfolders``, in every folder below (a subfolder path names a variant, e.g. an ablation: it is kept in the
+    report as ``"variant"`` unless the report names its own; ``variant`` sets it for the top level). ``prefix`` goes
+    before each stem. JSON that is not a ``dfs eval`` report is skipped."""
     root = Path(root) if root is not None else Path(repo_root()) / "results"
     found = []
-    files = sorted(root.glob("eval_*.json")) + (sorted(root.glob("*/eval_*.json")) if subfolders else [])
+    files = sorted(root.glob("eval_*.json")) + (sorted(p for p in root.rglob("eval_*.json") if p.parent != root)
+                                                   if subfolders else [])
     for p in files if root.is_dir() else []:
         try:
             summary = json.loads(p.read_text())
@@ -154,9 +155,12 @@ def find_eval_reports(root: str | os.PathLike | None = None, subfolders: bool = 
             raise ValueError(f"{p} is not valid JSON ({e})") from e
         if not isinstance(summary, dict) or "rows" not in summary or "settings" not in summary:
             continue
-        stem = prefix + (p.stem if p.parent == root else f"eval_{p.parent.name}_{p.stem[len('eval_'):]}")
-        if p.parent != root or variant:
-            summary["variant"] = p.parent.name if p.parent != root else variant
+        folder = p.parent.relative_to(root).as_posix().replace("/", "-") if p.parent != root else ""
+        stem = prefix + (p.stem if not folder else f"eval_{folder}_{p.stem[len('eval_'):]}")
+        if folder:
+            summary.setdefault("variant", folder)
+        elif variant:
+            summary["variant"] = variant
         found.append((stem, summary))
     return found
 

@@ -197,7 +197,7 @@ WRONG = [
     # 01 — the draft's slips first
     ("alpha_bar", "draft line 84: ∏_{s=0}^{t} (1 − β_t)",
      lambda b: (1 - b) ** torch.arange(1, len(b) + 1, dtype=b.dtype), "iterating the one-step variance"),
-    ("alpha_bar", "draft slip 1: product from s = 0 (one factor too many)",
+    ("alpha_bar", "draft l.236: product from s = 0 (one factor too many)",
      lambda b: torch.cumprod(1 - b, 0) * (1 - b[1:2].sum() if len(b) > 1 else 1 - b[0]), "at t = 0"),
     ("alpha_bar", "cumprod of β", lambda b: torch.cumprod(b, 0), "at t = 0"),
     ("q_sample", "ε inside the root (the draft's l.111 slip, carried into eq. 2)", _q_sample_eps_in_root, "contains NaN"),

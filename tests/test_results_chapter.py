@@ -110,9 +110,14 @@ def test_eval_report_becomes_value_and_difference_tables_with_claims(tmp_path):
     (tmp_path / "results" / "eval_diffusion_n100_s0.json").write_text(json.dumps(eval_summary()))
     (tmp_path / "results" / "ablation").mkdir()
     (tmp_path / "results" / "ablation" / "eval_diffusion_n100_s0.json").write_text(json.dumps(eval_summary()))
+    (tmp_path / "results" / "sweep" / "g10").mkdir(parents=True)     # two levels down, with its own variant
+    (tmp_path / "results" / "sweep" / "g10" / "eval_diffusion_n24_s1.json").write_text(
+        json.dumps({**eval_summary(), "variant": "guidance 10"}))
     (tmp_path / "results" / "other.json").write_text("{}")
     reports = rc.find_eval_reports(tmp_path / "results")
-    assert [s for s, _ in reports] == ["eval_diffusion_n100_s0", "eval_ablation_diffusion_n100_s0"]
+    assert [s for s, _ in reports] == ["eval_diffusion_n100_s0", "eval_ablation_diffusion_n100_s0",
+                                       "eval_sweep-g10_diffusion_n24_s1"]
+    assert [r.get("variant") for _, r in reports] == [None, "ablation", "guidance 10"]
     values, diffs = rc.eval_report_tables(*reports[0])
     assert values["quick"] is True and "swap-quick" in values["mode_note"] and values["notebook"] == "dfs eval"
     verdicts = {c["column"]: rc.judge(c, t).verdict for t in (values, diffs) for c in t["claims"]}

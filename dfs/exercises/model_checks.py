@@ -115,7 +115,7 @@ def _as_tensor(p, out, what, shape):
     return p.tensor(out, what, shape=shape)
 
 
-@exercise("identity_cosine", "05", "the identity score", "ArcFace (Deng et al. 2019) cosine; thesis ch. 2", _cosine_ref)
+@exercise("identity_cosine", "05", "the identity score", "ArcFace (Deng et al. 2019) cosine; thesis §1.1.4", _cosine_ref)
 def check_cosine(p):
     g = torch.Generator().manual_seed(23)
     a, b = torch.randn(5, 16, generator=g, dtype=F64), torch.randn(5, 16, generator=g, dtype=F64)

@@ -13,7 +13,7 @@ from .. import diffusion as D
 
 
 def alpha_bar(betas: torch.Tensor) -> torch.Tensor:
-    """ᾱ_t = ∏_{s=1}^{t} (1 − β_s) for every step (thesis eq. 2, with the product range of the errata, slip 1)."""
+    """ᾱ_t = ∏_{s=1}^{t} (1 − β_s) for every step (thesis eq. 2 with the product range corrected: the draft's l.84 and l.236, ``dfs.errata``)."""
     return torch.cumprod(1 - betas, 0)
 
 
