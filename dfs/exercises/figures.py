@@ -92,7 +92,8 @@ GUIDANCE_CLASSES = {"left": [0, 3], "right": [1, 4], "top": [2]}     # component
 def guided_samples(scale: float, label: str = "top", n: int = 1000, steps: int = 50, seed: int = 0) -> torch.Tensor:
     """DDIM samples of the 2-D mixture with classifier-free guidance ε̃ = ε(x, ∅) + s (ε(x, y) − ε(x, ∅))
     (Ho & Salimans eq. 6, :func:`dfs.latent.cfg_eps`), where both ε's are *exact*: the unconditional mixture's and the
-    class-y sub-mixture's (:class:`dfs.toy.ExactEpsModel`). s = 0 samples p(x), s = 1 samples p(x | y) exactly."""
+    class-y sub-mixture's (:class:`dfs.toy.ExactEpsModel`). s = 0 samples p(x), s = 1 samples p(x | y) (both up to
+    the DDIM discretisation)."""
     if label not in GUIDANCE_CLASSES:
         raise ValueError(f"unknown class {label!r}; choose one of {sorted(GUIDANCE_CLASSES)}")
     gmm, idx = toy.default_gmm(), GUIDANCE_CLASSES[label]
