@@ -139,7 +139,7 @@ def test_rate_distortion_of_gaussian_data_matches_the_closed_form(variance):
 
 def test_rate_distortion_total_is_the_bound_and_the_rate_only_grows():
     cfg = E.study_config(True, T=30, hidden=32, layers=1)
-    train, test = E.digits_8bit(flat=True)
+    _, test = E.digits_8bit(flat=True)
     torch.manual_seed(0)
     sched = E.schedule_for("cosine", cfg.T)
     run = E.Run("untrained", "hybrid", "cosine", sched, "learned_range", E.build_model(cfg, 64, True).eval(),
