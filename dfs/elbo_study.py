@@ -413,3 +413,37 @@ def rate_distortion(model, sched: D.NoiseSchedule, x0: torch.Tensor, variance: s
     rate, sq_error = torch.cat(rates), torch.cat(errors)
     return {"t": torch.arange(sched.T, -1, -1), "rate": rate.mean(0), "distortion": sq_error.mean(0).sqrt(),
             "rate_per_sample": rate, "sq_error_per_sample": sq_error}
+
+
+def rate_share_below(rd: dict[str, torch.Tensor], t: int, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """The share of the whole rate that the last t steps cost, (R(0) − R(t))/R(0), from a :func:`rate_distortion`
+    result, with a percentile bootstrap interval over its samples (rows resampled, ratio of means recomputed),
+    and the distortion Dist(t) still left when those bits start (data units, with its delta-method standard
+    error √Var(‖x_0 − x̂_0‖²/D)/(2 Dist √B))."""
+    steps = rd["t"].tolist()
+    if t not in steps:
+        raise ValueError(f"t = {t} is not a step of this chain (0 … {steps[0]})")
+    j = steps.index(t)
+    R, S = rd["rate_per_sample"], rd["sq_error_per_sample"]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(R), (n_boot, len(R)), generator=g)
+    boot = 1 - R[idx, j].mean(1) / R[idx, -1].mean(1)
+    lo, hi = torch.quantile(boot, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=boot.dtype)).tolist()
+    dist = S[:, j].mean().sqrt().item()
+    dist_se = S[:, j].std().item() / (2 * dist * math.sqrt(len(S))) if dist > 0 else 0.0
+    return {"t": t, "share": 1 - (R[:, j].mean() / R[:, -1].mean()).item(), "low": lo, "high": hi,
+            "distortion": dist, "distortion_se": dist_se, "n": len(R)}
+
+
+def curve_knee(x: torch.Tensor, y: torch.Tensor) -> int:
+    """Index of the point of a falling curve y(x) farthest below the straight line through its two end points, both
+    axes first scaled to [0, 1] (the "Kneedle" rule, Satopää et al. 2011): where a rate–distortion curve turns from
+    steep (distortion bought cheaply) to flat (bits that barely lower it). A geometric choice, not a perceptual one."""
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if x.dim() != 1 or x.shape != y.shape or len(x) < 3:
+        raise ValueError(f"need two 1-D tensors of the same length ≥ 3; got {tuple(x.shape)}, {tuple(y.shape)}")
+    if x[-1] == x[0] or y[0] == y[-1]:
+        raise ValueError("the end points must differ in both x and y")
+    xs, ys = (x - x[0]) / (x[-1] - x[0]), (y - y[-1]) / (y[0] - y[-1])
+    return int(torch.argmax((1 - xs) - ys))

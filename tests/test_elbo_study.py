@@ -153,3 +153,26 @@ def test_rate_distortion_total_is_the_bound_and_the_rate_only_grows():
     assert out["distortion"][:-1].max() <= 2 + 1e-6                          # clipped x̂_0 and x_0 both in [−1, 1]
     with pytest.raises(ValueError, match="at least one sample"):
         E.rate_distortion(run.model, sched, test[:0], "learned_range")
+
+
+def test_rate_share_below_and_its_interval():
+    # two samples: rates 0 → 4 → 10 and 0 → 6 → 10 bits/dim at t = 2, 1, 0; the last step costs (4 + 6)/... = 0.5
+    rd = {"t": torch.tensor([2, 1, 0]),
+          "rate_per_sample": torch.tensor([[0.0, 4.0, 10.0], [0.0, 6.0, 10.0]], dtype=torch.float64),
+          "sq_error_per_sample": torch.tensor([[0.5, 0.09, 0.0], [0.5, 0.01, 0.0]], dtype=torch.float64)}
+    out = E.rate_share_below(rd, 1, n_boot=2000)
+    assert out["share"] == pytest.approx(0.5) and out["distortion"] == pytest.approx(math.sqrt(0.05))
+    assert out["low"] == pytest.approx(0.4) and out["high"] == pytest.approx(0.6)   # the resamples: 0.4, 0.5, 0.6
+    assert E.rate_share_below(rd, 2)["share"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not a step"):
+        E.rate_share_below(rd, 5)
+
+
+def test_curve_knee_finds_the_corner_and_refuses_degenerate_curves():
+    x = torch.tensor([0.0, 0.1, 0.5, 1.0])
+    assert E.curve_knee(x, torch.tensor([1.0, 0.1, 0.05, 0.0])) == 1
+    assert E.curve_knee(10 * x, 3 * torch.tensor([1.0, 0.6, 0.1, 0.0])) == 2      # scale-free
+    with pytest.raises(ValueError, match="end points"):
+        E.curve_knee(x, torch.ones(4))
+    with pytest.raises(ValueError, match="length"):
+        E.curve_knee(x[:2], x[:2])
