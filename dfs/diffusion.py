@@ -585,11 +585,14 @@ def vlb_terms(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance:
     of Ho et al. / iDDPM). Batched: the T timesteps go through the model in chunks of ⌊max_batch / B⌋, each
     chunk one call on all samples × those timesteps (no loop over samples).
     Returns, per sample: ``prior`` (B,) = L_T; ``terms`` (B, T), column t = code step t (column 0 is L_0);
-    ``total`` (B,) in nats; ``bits_per_dim`` (B,) = total / (D ln 2), D = dimensions per sample.
+    ``total`` (B,) in nats; ``bits_per_dim`` (B,) = total / (D ln 2), D = dimensions per sample; and
+    ``x0_sq_error`` (B, T), column t = ‖x̂_0(x_t, t) − x_0‖²/D for the same draw x_t (x̂_0 as μ_θ uses it, clipped
+    when ``clip_x0`` is set): the distortion of Ho et al. §4.3 that :func:`dfs.elbo_study.rate_distortion` reads.
     """
     B, T = x0.shape[0], sched.T
     chunk = max(1, max_batch // max(B, 1))
     terms = torch.empty(B, T, dtype=x0.dtype, device=x0.device)
+    x0_sq_error = torch.empty(B, T, dtype=x0.dtype, device=x0.device)
     for start in range(0, T, chunk):
         ts = torch.arange(start, min(start + chunk, T), device=x0.device)
         xb = x0.repeat(len(ts), *([1] * (x0.dim() - 1)))              # timestep-major: row k·B + i
@@ -597,10 +600,11 @@ def vlb_terms(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance:
         x_t = q_sample(sched, xb, tb, _randn(xb.shape, generator, xb))
         p = model_p_mean_variance(model, sched, x_t, tb, variance, clip_x0)
         terms[:, start:start + len(ts)] = vlb_term(sched, xb, x_t, tb, p, decoder).reshape(len(ts), B).T
+        x0_sq_error[:, start:start + len(ts)] = (p["pred_x0"] - xb).pow(2).flatten(1).mean(1).reshape(len(ts), B).T
     prior = prior_kl(sched, x0)
     total = prior + terms.sum(1)
     return {"prior": prior, "terms": terms, "total": total,
-            "bits_per_dim": total / (x0[0].numel() * math.log(2))}
+            "bits_per_dim": total / (x0[0].numel() * math.log(2)), "x0_sq_error": x0_sq_error}
 
 
 def nll_bits_per_dim(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",

@@ -363,3 +363,87 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 2.0) -> tuple
     d = (a - b).double()
     delta, se = d.mean().item(), d.std().item() / math.sqrt(len(d))
     return delta, se, "yes" if delta < -z * se else "no" if delta > z * se else "inconclusive"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rate and distortion along the reverse chain (Ho et al. §4.3, Fig. 5; LDM Fig. 2 = thesis Fig. 1.4)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def rate_distortion(model, sched: D.NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",
+                    decoder: str = "discretized", clip_x0: float | None = None, seed: int = 0,
+                    batch_size: int = 512, max_batch: int = 65536) -> dict[str, torch.Tensor]:
+    """Rate against distortion along the reverse chain: the progressive-coding reading of the bound (Ho et al.
+    2020, §4.3 and Fig. 5), which LDM (Rombach et al. 2022) Fig. 2 — the thesis' Fig. 1.4 — redraws.
+
+    A receiver that decodes x_T, x_{T−1}, …, x_0 with p_θ pays, in expectation, L_T for x_T and L_{s−1} for each
+    further step (the terms of Ho et al. eq. 5, :func:`dfs.diffusion.vlb_terms`). Holding x_t it has paid
+
+        R(t) = (L_T + Σ_{s=t+1}^{T} L_{s−1}) / (D ln 2)   bits/dim,     R(T) = L_T/(D ln 2),  R(0) = the whole bound,
+
+    and its best guess of the image is x̂_0(x_t) = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t))/√ᾱ_t (Ho et al. eq. 4 solved for
+    x_0, clipped to [−c, c] with ``clip_x0`` as μ_θ uses it), so the distortion is
+
+        Dist(t) = √( E ‖x_0 − x̂_0(x_t)‖² / D ),   x_t ~ q(x_t | x_0),   Dist(0) = 0 (x_0 itself is decoded).
+
+    Both come from the same draws x_t (one per sample and step; ``seed`` and the batching are those of
+    :func:`bound`, so R(0) equals its ``bits_per_dim`` exactly). Distortion is in the data's units: for pixels in
+    [−1, 1] multiply by 127.5 for Ho et al.'s and LDM's RMSE on the 0–255 scale.
+
+    Returns, ordered along the reverse chain (t = T, T−1, …, 0, so the rate grows): ``t`` (T+1,) the paper's step;
+    ``rate`` (T+1,) the mean R(t) over the samples; ``distortion`` (T+1,) the RMSE above; and per sample
+    ``rate_per_sample`` and ``sq_error_per_sample`` (B, T+1) (the latter ‖x_0 − x̂_0‖²/D) for intervals.
+    """
+    if x0.dim() < 2 or len(x0) == 0:
+        raise ValueError(f"x0 must be a batch of at least one sample, shape (B, ...); got {tuple(x0.shape)}")
+    params = list(model.parameters()) if isinstance(model, nn.Module) else []
+    device = params[0].device if params else x0.device
+    g = torch.Generator().manual_seed(seed)
+    rates, errors = [], []
+    for i in range(0, len(x0), batch_size):
+        xb = x0[i:i + batch_size].to(device)
+        out = D.vlb_terms(model, sched, xb, variance, decoder=decoder, generator=g, max_batch=max_batch,
+                          clip_x0=clip_x0)
+        bits = xb[0].numel() * math.log(2)
+        prior = out["prior"][:, None]
+        paid = out["terms"].flip(1).cumsum(1)          # column j: Σ of the L_s with s ≥ T−1−j (code step = s)
+        rates.append((torch.cat([prior, prior + paid], 1) / bits).cpu().double())
+        err = out["x0_sq_error"].flip(1)               # column j: x̂_0 from x_t, t = T − j (paper)
+        errors.append(torch.cat([err, torch.zeros_like(err[:, :1])], 1).cpu().double())
+    rate, sq_error = torch.cat(rates), torch.cat(errors)
+    return {"t": torch.arange(sched.T, -1, -1), "rate": rate.mean(0), "distortion": sq_error.mean(0).sqrt(),
+            "rate_per_sample": rate, "sq_error_per_sample": sq_error}
+
+
+def rate_share_below(rd: dict[str, torch.Tensor], t: int, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """The share of the whole rate that the last t steps cost, (R(0) − R(t))/R(0), from a :func:`rate_distortion`
+    result, with a percentile bootstrap interval over its samples (rows resampled, ratio of means recomputed),
+    and the distortion Dist(t) still left when those bits start (data units, with its delta-method standard
+    error √Var(‖x_0 − x̂_0‖²/D)/(2 Dist √B))."""
+    steps = rd["t"].tolist()
+    if t not in steps:
+        raise ValueError(f"t = {t} is not a step of this chain (0 … {steps[0]})")
+    j = steps.index(t)
+    R, S = rd["rate_per_sample"], rd["sq_error_per_sample"]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(R), (n_boot, len(R)), generator=g)
+    boot = 1 - R[idx, j].mean(1) / R[idx, -1].mean(1)
+    lo, hi = torch.quantile(boot, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=boot.dtype)).tolist()
+    dist = S[:, j].mean().sqrt().item()
+    dist_se = S[:, j].std().item() / (2 * dist * math.sqrt(len(S))) if dist > 0 else 0.0
+    return {"t": t, "share": 1 - (R[:, j].mean() / R[:, -1].mean()).item(), "low": lo, "high": hi,
+            "distortion": dist, "distortion_se": dist_se, "n": len(R)}
+
+
+def curve_knee(x: torch.Tensor, y: torch.Tensor) -> int:
+    """Index of the point of a falling curve y(x) farthest below the straight line through its two end points, both
+    axes first scaled to [0, 1] (the "Kneedle" rule, Satopää et al. 2011): where a rate–distortion curve turns from
+    steep (distortion bought cheaply) to flat (bits that barely lower it). A geometric choice, not a perceptual one."""
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if x.dim() != 1 or x.shape != y.shape or len(x) < 3:
+        raise ValueError(f"need two 1-D tensors of the same length ≥ 3; got {tuple(x.shape)}, {tuple(y.shape)}")
+    if x[-1] == x[0] or y[0] == y[-1]:
+        raise ValueError("the end points must differ in both x and y")
+    xs, ys = (x - x[0]) / (x[-1] - x[0]), (y - y[-1]) / (y[0] - y[-1])
+    return int(torch.argmax((1 - xs) - ys))
