@@ -210,7 +210,7 @@ ENTRIES: tuple[Entry, ...] = (
     E("figure", "Fig. 1.3", 134, "Рис. 1.3. Алгоритмы обучения и семплирования [6]", COVERED,
       notebooks=((NB02, "3. Training an MLP"), (NB02, "4. Sampling")),
       code=("dfs.diffusion.loss_simple", "dfs.diffusion.ddpm_sample"), figures=("02_samples_ddpm_ddim",)),
-    E("figure", "Fig. 1.4", 143, "Рис. 1.4. Trade-off между сжатием и соответствующими искажениями [5]", COVERED,
+    E("figure", "Fig. 1.4", 143, "Рис. 1.4. Trade-off между сжатием и соответствующими искажениями [5]", PARTLY,
       notebooks=((NB03, "3a. Rate against distortion along the reverse chain"), (NB04, "1. Rate, distortion and meaning")),
       code=("dfs.elbo_study.rate_distortion", "dfs.elbo_study.curve_knee", "dfs.latent.reconstruction_quality"),
       figures=("03_rate_distortion", "04_rate_distortion"),
