@@ -107,8 +107,10 @@ def _train_swap(args) -> int:
         return 2
     from .train import latest_checkpoint
     last = trainer.history[-1] if trainer.history else {}
-    print(f"trained to step {trainer.step}" + (f" (loss {last['loss']:.4g})" if "loss" in last else "")
-          + f"; checkpoint {latest_checkpoint(trainer.config.checkpoint_dir)}")
+    if trainer.accelerator.is_main_process:
+        print(f"trained to step {trainer.step}" + (f" (loss {last['loss']:.4g})" if "loss" in last else "")
+              + f"; checkpoint {latest_checkpoint(trainer.config.checkpoint_dir)}")
+    trainer.accelerator.end_training()   # several processes: close the process group before exiting
     return 0
 
 
@@ -128,12 +130,17 @@ def _train_faceshifter(args) -> int:
         print(f"dfs train-swap: {e}", file=sys.stderr)
         return 2
     from .train import latest_checkpoint
+    main = all(tr.accelerator.is_main_process for tr in trainers.values())
     for stage, tr in trainers.items():
         last = tr.history[-1] if tr.history else {}
         shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss_g", "loss_d", "loss") if k in last)
-        print(f"{stage}: trained to step {tr.step}" + (f" ({shown})" if shown else "")
-              + f"; checkpoint {latest_checkpoint(tr.config.checkpoint_dir)}")
-    print(f"wall time {time.perf_counter() - t0:.0f} s")
+        if main:
+            print(f"{stage}: trained to step {tr.step}" + (f" ({shown})" if shown else "")
+                  + f"; checkpoint {latest_checkpoint(tr.config.checkpoint_dir)}")
+    if main:
+        print(f"wall time {time.perf_counter() - t0:.0f} s")
+    for tr in list(trainers.values())[-1:]:
+        tr.accelerator.end_training()   # several processes: close the process group before exiting
     return 0
 
 

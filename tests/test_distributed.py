@@ -52,6 +52,7 @@ def launch(out: Path, model: str, steps: int, batch: int = 8, world: int = 1, di
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DFS_TEST_DIE_AT": str(die_at if die_at is not None else -1)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    (out / f"launch_{world}.log").write_text(run.stdout + run.stderr)     # the whole of it, for a failure
     if not check:
         return None
     assert run.returncode == 0, f"{' '.join(cmd)} failed:\n{run.stderr[-3000:]}"
