@@ -5,16 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dfs import figures
 from dfs.results import load_tables, record, tex_escape, to_latex, to_markdown
 
-
-@pytest.fixture
-def context():
-    old = figures.set_context()
-    figures.set_context(notebook="03_elbo_losses", quick=True, seed=0, device="cpu")
-    yield
-    figures.set_context(**old)
 
 
 def test_record_round_trips_rows_and_context(tmp_path, context):

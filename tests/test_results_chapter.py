@@ -11,13 +11,6 @@ from dfs import results_chapter as rc
 from dfs.results import claim, load_tables, record
 
 
-@pytest.fixture
-def context():
-    old = figures.set_context()
-    figures.set_context(notebook="03_elbo_losses", quick=True, seed=0, device="cpu")
-    yield
-    figures.set_context(**old)
-
 
 def nll_table(tmp_path, simple=(5.99, 0.024), hybrid=(5.43, 0.019), notebook_claims=None):
     rows = [{"model": "L_simple", "NLL": simple[0], "NLL ± s.e.": simple[1]},
