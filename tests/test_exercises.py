@@ -290,6 +290,13 @@ WRONG = [
      lambda r, f: F.relu(1 - torch.cat([a.flatten() for a in r])).mean() + F.relu(1 + torch.cat([b.flatten() for b in f])).mean(),
      "two scales of different sizes"),
     ("hinge_d_loss", "a sum over scales", lambda r, f: 2 * faceshifter.hinge_d_loss(r, f), "must be 2"),
+    ("ns_generator_loss", "the saturating form E log(1 − D(G(z)))",
+     lambda l: torch.log(1 - torch.sigmoid(l)).mean(), "at logit 0"),
+    ("ns_generator_loss", "a sum over the batch", lambda l: torch.nn.functional.softplus(-l).sum(), "at logit 0"),
+    ("ns_generator_loss", "−log(sigmoid(·)) computed naively", lambda l: -torch.log(torch.sigmoid(l)).mean(),
+     "softplus"),
+    ("ns_generator_loss", "the minimax form negated, −E log(1 − D)", lambda l: -torch.log(1 - torch.sigmoid(l)).mean(),
+     "which log of D"),
     ("hinge_d_loss", "the margins' signs swapped",
      lambda r, f: torch.stack([F.relu(1 + a).mean() + F.relu(1 - b).mean() for a, b in zip(r, f)]).mean(), "must be 0"),
 ]

@@ -266,3 +266,37 @@ def check_hinge(p):
             p.fail(f"a {which} logit of {v:.3g} gets gradient {float(got[bad][0]):.3g} from your loss, expected "
                    f"{float(exp[bad][0]):.3g} (a logit past its margin gets none)")
     p.passed("gradients: none past the margins")
+
+
+@exercise("ns_generator_loss", "05", "the non-saturating GAN generator loss",
+          "Goodfellow et al. 2014, eq. (1) and §3", R.ns_generator_loss)
+def check_ns_generator_loss(p):
+    zero = torch.zeros(8, dtype=F64)
+    loss = p.tensor(p(zero), "loss", shape=())
+    if abs(float(loss.detach()) - math.log(2)) > 1e-9:
+        p.fail(f"at logit 0 (D(G(z)) = ½) your loss is {float(loss.detach()):.6g}, expected −log ½ = log 2 ≈ 0.693147")
+    p.passed("log 2 where the discriminator cannot tell")
+    g = torch.Generator().manual_seed(31)
+    logits = (3 * torch.randn(16, generator=g, dtype=F64))
+    loss = p.tensor(p(logits), "loss", shape=())
+    ref = R.ns_generator_loss(logits)
+    if abs(float(loss.detach()) - float(ref)) > 1e-9 * max(1.0, float(ref)):
+        p.fail(f"on 16 random logits your loss is {float(loss.detach()):.6g}, expected {float(ref):.6g}: check which log of D "
+               "the generator minimises, and that you average over the batch")
+    p.passed("the batch mean of −log D(G(z))")
+    rejected = torch.full((4,), -10.0, dtype=F64, requires_grad=True)
+    loss = p.tensor(p(rejected), "loss", shape=())
+    if not loss.requires_grad:
+        p.fail("your loss gives the logits no gradient")
+    (grad,) = torch.autograd.grad(loss, rejected)
+    per_sample = float(grad.abs().mean()) * len(rejected)
+    if per_sample < 0.5:
+        p.fail(f"where the discriminator rejects the fakes (logit −10) your loss's gradient is {per_sample:.2g} per "
+               "sample: it saturates, as log(1 − D(G(z))) does; the non-saturating loss keeps it near 1 there")
+    p.passed("does not saturate where D rejects the fakes")
+    far = torch.tensor([-200.0, 200.0], dtype=torch.float32)
+    loss = p.tensor(p(far), "loss", shape=())
+    if not torch.isfinite(loss):
+        p.fail(f"at logits ±200 (float32) your loss is {float(loss)}: compute it from the logit (softplus), not from "
+               "log(sigmoid(·))")
+    p.passed("finite for extreme logits")

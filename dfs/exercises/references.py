@@ -83,3 +83,11 @@ def aad(layer, h: torch.Tensor, z_att: torch.Tensor, z_id: torch.Tensor) -> torc
     gamma_id, beta_id = layer.id(z_id)[:, :, None, None].chunk(2, 1)
     M = torch.sigmoid(layer.mask(h))
     return (1 - M) * (gamma_att * h + beta_att) + M * (gamma_id * h + beta_id)
+
+
+def ns_generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """The non-saturating generator loss from the discriminator's logits on a batch of fakes: −E log D(G(z)) with
+    D = sigmoid(logit), computed as E softplus(−logit) (Goodfellow et al. 2014 §3; ``dfs.gan.ns_generator_loss``
+    for one member)."""
+    from .. import gan
+    return gan.ns_generator_loss(logits_fake.reshape(1, -1))[0]
