@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .paths import figures_dir, repo_root
+from .results import results_dir
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2}[a-z]?)_.+\.ipynb$")
 
@@ -82,8 +83,17 @@ def run_notebook(path: Path, out_dir: Path, quick: bool, parameters: dict | None
 
 def reproduce(quick: bool = False, only: list[str] | None = None, out: str | Path = "build",
               notebooks_dir: str | Path | None = None, parameters: dict | None = None, log=print) -> list[NotebookRun]:
-    """Run every notebook (or ``only`` some) in order; executed copies go to ``<out>/notebooks/``."""
+    """Run every notebook (or ``only`` some) in order; executed copies go to ``<out>/notebooks/``.
+
+    A run of every notebook first removes the tables earlier runs recorded (``figures/results/*.json``), so the
+    results chapter it ends with reads this run's numbers only; a run of ``only`` some keeps the others' tables."""
     notebooks = find_notebooks(Path(notebooks_dir or repo_root() / "notebooks"), only)
+    if not only:
+        stale = sorted(results_dir().glob("*.json"))
+        for p in stale:
+            p.unlink()
+        if stale:
+            log(f"removed {len(stale)} table(s) recorded by earlier runs from {results_dir()}")
     out_dir = Path(out) / "notebooks"
     runs: list[NotebookRun] = []
     mode = "quick" if quick else "full"

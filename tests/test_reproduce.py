@@ -63,6 +63,19 @@ def test_reproduce_quick_writes_executed_copy_and_manifest(notebooks):
     assert (figs / "01_fig_quick.png").exists()
 
 
+def test_a_full_run_starts_from_no_recorded_tables_and_a_partial_run_keeps_them(notebooks):
+    d, figs, build = notebooks
+    (d / "02_fails.ipynb").unlink()
+    old = figs / "results" / "05_old_table.json"
+    old.parent.mkdir(parents=True)
+    old.write_text("{}")
+    reproduce(quick=True, only=["01"], out=build, notebooks_dir=d, log=lambda *_: None)
+    assert old.exists()                      # a partial run keeps what the other notebooks recorded
+    said = []
+    reproduce(quick=True, out=build, notebooks_dir=d, log=said.append)
+    assert not old.exists() and any("removed 1 table" in s for s in said)
+
+
 def test_failing_notebook_stops_the_run_naming_notebook_and_cell(notebooks):
     d, _, build = notebooks
     with pytest.raises(NotebookFailed) as err:
