@@ -259,7 +259,8 @@ ENTRIES: tuple[Entry, ...] = (
       note="DreamBooth is not implemented yet (planned with Torch-Pruning in a separate issue)"),
     E("reference", "[4]", 219, "FaceShifter: Towards High Fidelity And Occlusion Aware Face Swapping", COVERED,
       notebooks=((NB08, "The method"),), code=("dfs.swap.faceshifter.FaceShifterGAN", "dfs.swap.faceshifter_train"),
-      note="at 64 px, trained for ~35 CPU minutes; not the paper's 256 px"),
+      note="at 64 px (the shipped quick model; its measured training time is in "
+           "dfs/weights/faceshifter-quick/hear/provenance.json), not the paper's 256 px"),
     E("reference", "[5]", 220, "High-Resolution Image Synthesis with Latent Diffusion Models", COVERED,
       notebooks=((NB04, "2. Pixel vs latent diffusion"),), code=("dfs.latent.LatentDiffusion",)),
     E("reference", "[6]", 221, "Denoising Diffusion Probabilistic Models", COVERED,
@@ -272,7 +273,7 @@ ENTRIES: tuple[Entry, ...] = (
       notebooks=((NB03, "5. Linear vs cosine schedule"), (NB03, "6. Fewer sampling steps")),
       code=("dfs.diffusion.cosine_beta_schedule", "dfs.diffusion.loss_hybrid", "dfs.diffusion.respace")),
     E("reference", "[9]", 224, "On Convergence and Stability of GANs", COVERED, notebooks=GAN_NB,
-      code=("dfs.gan.dragan_penalty",), note=GAN_NOTE + "; DRAGAN covered no mode at this budget"),
+      code=("dfs.gan.dragan_penalty",), note=GAN_NOTE + "; its modes covered are in the table 02b_gan_vs_diffusion"),
     E("reference", "[10]", 225, "Neural Discrete Representation Learning", COVERED,
       notebooks=((NB04, "1. Rate, distortion and meaning"),), code=("dfs.latent.vq_losses", "dfs.latent.quantize")),
     E("reference", "[11]", 226, "Spectral Normalization for Generative Adversarial Networks", PARTLY,
