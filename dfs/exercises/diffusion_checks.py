@@ -81,46 +81,45 @@ def check_alpha_bar(p):
     p.passed("float32")
 
 
-@exercise("q_sample", "01", "sample x_t ~ q(x_t | x_0) in one go", "thesis eq. (2); Ho et al. eq. (4)", D.q_sample)
-def check_q_sample(p):
+def _check_forward_draw(p, reference, seed: int, given: str, mean_var, where: str, passed: str):
+    """The checks q_sample and q_step share: output shapes, the mean and variance of x_t drawn 50 000 times from a
+    fixed input 0.5 at t = 0, 499, 999 (``mean_var(sched, t)`` gives the expected pair; ``where`` names the case,
+    with ``{t}``), then batching and dtype against ``reference``."""
     sched = _linear()
 
     def args(shape, dtype):
-        g = torch.Generator().manual_seed(1)
+        g = torch.Generator().manual_seed(seed)
         return (sched, torch.randn(shape, generator=g, dtype=dtype), _mixed_t(),
                 torch.randn(shape, generator=g, dtype=dtype))
 
     for shape in ((4, 3, 8, 8), (4, 4)):
-        p.tensor(p(*args(shape, F64)), f"x_t for x0 of shape {shape}", shape=shape)
+        p.tensor(p(*args(shape, F64)), f"x_t for {given} of shape {shape}", shape=shape)
     n = 100_000
     for t in (0, 499, 999):
-        x0, eps = torch.full((n // 50, 50), 0.5, dtype=F64), torch.randn(n // 50, 50, dtype=F64)
-        x_t = p.tensor(p(sched, x0, torch.full((n // 50,), t), eps), "x_t")
+        x_in, eps = torch.full((n // 50, 50), 0.5, dtype=F64), torch.randn(n // 50, 50, dtype=F64)
+        x_t = p.tensor(p(sched, x_in, torch.full((n // 50,), t), eps), "x_t")
+        mean, var = mean_var(sched, t)
+        _moments(p, x_t, mean, var, "x_t", where.format(t=t))
+    p.passed(passed)
+    _batch_and_dtype(p, args, reference, "x_t", sched)
+
+
+@exercise("q_sample", "01", "sample x_t ~ q(x_t | x_0) in one go", "thesis eq. (2); Ho et al. eq. (4)", D.q_sample)
+def check_q_sample(p):
+    def mean_var(sched, t):
         abar = float(sched.alphas_cumprod[t])
-        _moments(p, x_t, math.sqrt(abar) * 0.5, 1 - abar, "x_t", f"at t = {t} for x_0 = 0.5")
-    p.passed("mean and variance of q(x_t | x_0) at t = 0, 499, 999")
-    _batch_and_dtype(p, args, D.q_sample, "x_t", sched)
+        return math.sqrt(abar) * 0.5, 1 - abar
+    _check_forward_draw(p, D.q_sample, 1, "x0", mean_var, "at t = {t} for x_0 = 0.5",
+                        "mean and variance of q(x_t | x_0) at t = 0, 499, 999")
 
 
 @exercise("q_step", "01", "one forward step x_{t−1} → x_t", "thesis eq. (1); Ho et al. eq. (2)", D.q_step)
 def check_q_step(p):
-    sched = _linear()
-
-    def args(shape, dtype):
-        g = torch.Generator().manual_seed(2)
-        return (sched, torch.randn(shape, generator=g, dtype=dtype), _mixed_t(),
-                torch.randn(shape, generator=g, dtype=dtype))
-
-    for shape in ((4, 3, 8, 8), (4, 4)):
-        p.tensor(p(*args(shape, F64)), f"x_t for x_prev of shape {shape}", shape=shape)
-    n = 100_000
-    for t in (0, 499, 999):
-        x_prev, eps = torch.full((n // 50, 50), 0.5, dtype=F64), torch.randn(n // 50, 50, dtype=F64)
-        x_t = p.tensor(p(sched, x_prev, torch.full((n // 50,), t), eps), "x_t")
+    def mean_var(sched, t):
         beta = float(sched.betas[t])
-        _moments(p, x_t, math.sqrt(1 - beta) * 0.5, beta, "x_t", f"one step from a fixed x_(t−1) = 0.5 at t = {t}")
-    p.passed("mean and variance of one step at t = 0, 499, 999")
-    _batch_and_dtype(p, args, D.q_step, "x_t", sched)
+        return math.sqrt(1 - beta) * 0.5, beta
+    _check_forward_draw(p, D.q_step, 2, "x_prev", mean_var, "one step from a fixed x_(t−1) = 0.5 at t = {t}",
+                        "mean and variance of one step at t = 0, 499, 999")
 
 
 def _posterior_ref(sched, x0, x_t, t):
