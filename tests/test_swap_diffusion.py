@@ -439,6 +439,31 @@ def test_identity_guidance_raises_identity_cosine(checkpoint, aligned):
     assert cos[1] > cos[0] + 0.01, cos
 
 
+def test_identity_guidance_through_views_raises_the_cosine_and_ignores_the_batch(checkpoint, aligned):
+    """Guidance through K random blurred, shifted views (Athalye et al. 2018, eq. 1) still moves ID(x̂_0) towards
+    the source, differs from the exact-composite guidance, and a swap comes out the same alone or in a batch (the
+    views' draws are shared by the batch, not drawn per row)."""
+    model, _, _ = D.load_swap_model(checkpoint)
+    idx = [3, 2]
+    tgt = D.to_unit(np.stack([aligned[i].crop for i in idx]))
+    mask = torch.from_numpy(np.stack([aligned[i].mask for i in idx]))[:, None]
+    lm = torch.from_numpy(np.stack([aligned[i].landmarks68 for i in idx])).float()
+    src = D.identity_of_crops(D.to_unit(aligned[0].crop[None]), D.chip_matrices(aligned[0].landmarks68[None]))
+    src = src.expand(2, -1)
+    x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for g, k in ((0.0, 0), (50.0, 0), (50.0, 2)):
+        runs[g, k] = D.sample_swap(model, tgt, mask, lm, src, steps=5, guidance=1.0, id_guidance=g, id_views=k,
+                                   x_T=x_T)
+    cos = {key: (D.identity_of_crops(mask[:1] * x0[:1] + (1 - mask[:1]) * tgt[:1], D.chip_matrices(lm[:1]))
+                 * src[:1]).sum().item() for key, x0 in runs.items()}
+    assert cos[50.0, 2] > cos[0.0, 0] + 0.01, cos
+    assert (runs[50.0, 2] - runs[50.0, 0]).abs().max() > 1e-3
+    alone = D.sample_swap(model, tgt[:1], mask[:1], lm[:1], src[:1], steps=5, guidance=1.0, id_guidance=50.0,
+                          id_views=2, x_T=x_T[:1])
+    torch.testing.assert_close(alone, runs[50.0, 2][:1], atol=1e-4, rtol=0)
+
+
 def test_no_face_errors_name_the_file(tmp_path, checkpoint):
     from PIL import Image
 
@@ -568,14 +593,15 @@ def test_sampler_options_make_the_cli_flags_and_check_the_model():
     p = argparse.ArgumentParser()
     SamplerOptions.add_arguments(p)
     flags = {a.dest for a in p._actions if a.dest != "help"}
-    assert flags == {"steps", "guidance", "id_guidance", "strength", "ilvr"}
+    assert flags == {"steps", "guidance", "id_guidance", "id_views", "strength", "ilvr"}
     o = SamplerOptions.from_args(p.parse_args(["--steps", "7", "--id-guidance", "0.5"]))
     assert o.given() == {"steps": 7, "id_guidance": 0.5}
     cfg = tiny()
     r = o.resolve(cfg)
     assert (r.steps, r.guidance, r.id_guidance, r.strength, r.ilvr) == (7, cfg.guidance, 0.5, 1.0, 0)
     for bad, msg in (({"steps": 0}, "steps must be in"), ({"guidance": -1.0}, "must be >= 0"),
-                     ({"strength": 1.5}, "strength must be in"), ({"ilvr": 5}, "ilvr must be 0")):
+                     ({"strength": 1.5}, "strength must be in"), ({"ilvr": 5}, "ilvr must be 0"),
+                     ({"id_views": -1}, "id_views must be >= 0")):
         with pytest.raises(ValueError, match=msg):
             SamplerOptions(**bad).resolve(cfg)
 

@@ -75,6 +75,7 @@ class SwapConfig:
     sample_steps: int = 25
     guidance: float = 2.0
     id_guidance: float = 0.0               # identity-gradient guidance scale (0: off)
+    id_views: int = 0                      # identity guidance through K random blurred, shifted views (0: exact)
     strength: float = 1.0                  # < 1: start from the target noised to strength·T (SDEdit), 1: from noise
     ilvr: int = 0                          # N > 0: keep the target's low-pass at 1/N resolution (ILVR); 0: off
 
@@ -148,6 +149,9 @@ class SamplerOptions:
         "help": "classifier-free guidance scale s (1: the conditional model; default: the checkpoint's)"})
     id_guidance: float | None = field(default=None, metadata={
         "help": "identity-gradient guidance scale (slow; it optimises the network the metrics use; default 0)"})
+    id_views: int | None = field(default=None, metadata={
+        "help": "identity guidance judges K random views of the result (blurred, shifted), so it cannot win with "
+                "a pattern only the sharp chip shows; 0: the result itself (default: the checkpoint's)"})
     strength: float | None = field(default=None, metadata={
         "help": "start from the target noised to this fraction of the steps (SDEdit; default 1: from noise)"})
     ilvr: int | None = field(default=None, metadata={
@@ -156,6 +160,7 @@ class SamplerOptions:
 
     # the SwapConfig field holding each option's default
     CONFIG_FIELDS = {"steps": "sample_steps", "guidance": "guidance", "id_guidance": "id_guidance",
+                     "id_views": "id_views",
                      "strength": "strength", "ilvr": "ilvr"}
 
     def given(self) -> dict:
@@ -167,7 +172,9 @@ class SamplerOptions:
         scales >= 0, strength in (0, 1], ilvr 0 or a divisor of the crop size."""
         o = replace(self, **{k: getattr(config, c) for k, c in self.CONFIG_FIELDS.items() if getattr(self, k) is None})
         o.steps, o.guidance, o.id_guidance = int(o.steps), float(o.guidance), float(o.id_guidance)
-        o.strength, o.ilvr = float(o.strength), int(o.ilvr)
+        o.strength, o.ilvr, o.id_views = float(o.strength), int(o.ilvr), int(o.id_views)
+        if o.id_views < 0:
+            raise ValueError(f"id_views must be >= 0, got {o.id_views}")
         if not 1 <= o.steps <= config.T:
             raise ValueError(f"steps must be in [1, {config.T}], got {o.steps}")
         if o.guidance < 0 or o.id_guidance < 0:
