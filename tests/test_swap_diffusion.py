@@ -464,6 +464,39 @@ def test_identity_guidance_through_views_raises_the_cosine_and_ignores_the_batch
     torch.testing.assert_close(alone, runs[50.0, 2][:1], atol=1e-4, rtol=0)
 
 
+def test_identity_guidance_on_x0_is_a_gradient_step_on_the_predicted_image(checkpoint, aligned):
+    """gradient="x0": predict_x0(ε̂) = x̂_0 + γ (1−ᾱ_t)/ᾱ_t ∇_{x̂_0} cos(ID(m ⊙ x̂_0 + (1−m) ⊙ target), e), the step
+    of :func:`identity_guided`'s docstring, checked against autograd on the same x̂_0; and it raises the cosine."""
+    from dfs.diffusion import extract, predict_x0_from_eps
+    model, _, _ = D.load_swap_model(checkpoint)
+    tgt = D.to_unit(np.stack([aligned[3].crop]))
+    mask = torch.from_numpy(aligned[3].mask)[None, None]
+    lm = torch.from_numpy(aligned[3].landmarks68)[None].float()
+    chip = D.chip_matrices(lm)
+    src = D.identity_of_crops(D.to_unit(aligned[0].crop[None]), D.chip_matrices(aligned[0].landmarks68[None]))
+    cond = model.condition(tgt, mask, lm, None)
+    base = D.guided_eps(model, cond, model.tokens(src), 1.0)
+    x, t, gamma = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([40]), 30.0
+    with torch.no_grad():
+        eps = D.identity_guided(base, model, tgt, mask, src, chip, gamma, views=0, gradient="x0")(x, t)
+        x0 = predict_x0_from_eps(model.schedule, x, t, base(x, t)).clamp(-1, 1)
+    x0 = x0.requires_grad_(True)
+    cos = (D.identity_of_crops(mask * x0 + (1 - mask) * tgt, chip) * src).sum()
+    (g,) = torch.autograd.grad(cos, x0)
+    a = extract(model.schedule.alphas_cumprod, t, x)
+    expected = x0.detach() + gamma * (1 - a) / a * g
+    torch.testing.assert_close(predict_x0_from_eps(model.schedule, x, t, eps), expected, atol=1e-4, rtol=1e-4)
+    x_T = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cos = []
+    for gm in (0.0, 5.0):
+        out = D.sample_swap(model, tgt, mask, lm, src, steps=5, guidance=1.0, id_guidance=gm, id_views=1,
+                            id_gradient="x0", x_T=x_T)
+        cos.append((D.identity_of_crops(mask * out + (1 - mask) * tgt, chip) * src).sum().item())
+    assert cos[1] > cos[0] + 0.01, cos
+    with pytest.raises(ValueError, match="gradient must be"):
+        D.identity_guided(base, model, tgt, mask, src, chip, gamma, gradient="x_0")
+
+
 def test_no_face_errors_name_the_file(tmp_path, checkpoint):
     from PIL import Image
 
@@ -593,7 +626,7 @@ def test_sampler_options_make_the_cli_flags_and_check_the_model():
     p = argparse.ArgumentParser()
     SamplerOptions.add_arguments(p)
     flags = {a.dest for a in p._actions if a.dest != "help"}
-    assert flags == {"steps", "guidance", "id_guidance", "id_views", "strength", "ilvr"}
+    assert flags == {"steps", "guidance", "id_guidance", "id_views", "id_gradient", "strength", "ilvr"}
     o = SamplerOptions.from_args(p.parse_args(["--steps", "7", "--id-guidance", "0.5"]))
     assert o.given() == {"steps": 7, "id_guidance": 0.5}
     cfg = tiny()
@@ -601,7 +634,7 @@ def test_sampler_options_make_the_cli_flags_and_check_the_model():
     assert (r.steps, r.guidance, r.id_guidance, r.strength, r.ilvr) == (7, cfg.guidance, 0.5, 1.0, 0)
     for bad, msg in (({"steps": 0}, "steps must be in"), ({"guidance": -1.0}, "must be >= 0"),
                      ({"strength": 1.5}, "strength must be in"), ({"ilvr": 5}, "ilvr must be 0"),
-                     ({"id_views": -1}, "id_views must be >= 0")):
+                     ({"id_views": -1}, "id_views must be >= 0"), ({"id_gradient": "x"}, "id_gradient must be")):
         with pytest.raises(ValueError, match=msg):
             SamplerOptions(**bad).resolve(cfg)
 

@@ -76,6 +76,7 @@ class SwapConfig:
     guidance: float = 2.0
     id_guidance: float = 0.0               # identity-gradient guidance scale (0: off)
     id_views: int = 0                      # identity guidance through K random blurred, shifted views (0: exact)
+    id_gradient: str = "x_t"               # identity guidance's gradient: "x_t" through the U-Net, "x0" on x̂_0
     strength: float = 1.0                  # < 1: start from the target noised to strength·T (SDEdit), 1: from noise
     ilvr: int = 0                          # N > 0: keep the target's low-pass at 1/N resolution (ILVR); 0: off
 
@@ -152,6 +153,10 @@ class SamplerOptions:
     id_views: int | None = field(default=None, metadata={
         "help": "identity guidance judges K random views of the result (blurred, shifted), so it cannot win with "
                 "a pattern only the sharp chip shows; 0: the result itself (default: the checkpoint's)"})
+    id_gradient: str | None = field(default=None, metadata={
+        "choices": ("x_t", "x0"),
+        "help": "identity guidance's gradient: x_t through the U-Net (Dhariwal & Nichol), x0 a step on the "
+                "predicted image (no U-Net backward pass; default: the checkpoint's)"})
     strength: float | None = field(default=None, metadata={
         "help": "start from the target noised to this fraction of the steps (SDEdit; default 1: from noise)"})
     ilvr: int | None = field(default=None, metadata={
@@ -160,7 +165,7 @@ class SamplerOptions:
 
     # the SwapConfig field holding each option's default
     CONFIG_FIELDS = {"steps": "sample_steps", "guidance": "guidance", "id_guidance": "id_guidance",
-                     "id_views": "id_views",
+                     "id_views": "id_views", "id_gradient": "id_gradient",
                      "strength": "strength", "ilvr": "ilvr"}
 
     def given(self) -> dict:
@@ -175,6 +180,8 @@ class SamplerOptions:
         o.strength, o.ilvr, o.id_views = float(o.strength), int(o.ilvr), int(o.id_views)
         if o.id_views < 0:
             raise ValueError(f"id_views must be >= 0, got {o.id_views}")
+        if o.id_gradient not in ("x_t", "x0"):
+            raise ValueError(f"id_gradient must be 'x_t' or 'x0', got {o.id_gradient!r}")
         if not 1 <= o.steps <= config.T:
             raise ValueError(f"steps must be in [1, {config.T}], got {o.steps}")
         if o.guidance < 0 or o.id_guidance < 0:
@@ -188,9 +195,9 @@ class SamplerOptions:
     def add_arguments(cls, parser, prefix: str = "diffusion: ") -> None:
         """One ``--name`` flag per field (underscores as dashes), typed and documented from the field."""
         for f in fields(cls):
-            kind = {"int | None": int, "float | None": float}[str(f.type)]
+            kind = {"int | None": int, "float | None": float, "str | None": str}[str(f.type)]
             parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                                help=prefix + f.metadata["help"])
+                                choices=f.metadata.get("choices"), help=prefix + f.metadata["help"])
 
     @classmethod
     def from_args(cls, args) -> "SamplerOptions":
