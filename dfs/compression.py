@@ -420,6 +420,17 @@ class _CachedEmbedder(FaceEmbedder):
         return np.stack([self._memo[k] for k in keys]) if keys else super().__call__([], batch)
 
 
+_JUDGING: list = []
+
+
+def _judging():
+    """The (analyzer, identity embedder) every study evaluation of this process shares, with their caches: the
+    held-out photos are detected and embedded once for both models and all ratios."""
+    if not _JUDGING:
+        _JUDGING.extend([_PhotoCachedAnalyzer(), _CachedEmbedder()])
+    return tuple(_JUDGING)
+
+
 def swap_method(kind: str, model, extra, sample_steps=None):
     """The pipeline method (:mod:`dfs.swap`) around an in-memory (pruned) network."""
     if kind == "diffusion":
@@ -449,7 +460,7 @@ def pruning_study(model: str = "diffusion", ratios=RATIOS, fine_tune_steps: int 
     steps = defaults["fine_tune_steps"] if fine_tune_steps is None else int(fine_tune_steps)
     pairs = defaults["pairs"] if pairs is None else int(pairs)
     sample_steps = sample_steps if sample_steps is not None else defaults["sample_steps"]
-    analyzer, embedder = _PhotoCachedAnalyzer(), _CachedEmbedder()
+    analyzer, embedder = _judging()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                 # s / swap on one CPU thread, as every dfs eval reports it
     rows = []
@@ -498,20 +509,21 @@ def plot_pruning(rows: list, name: str | None = "fig_pruning_curves", directory=
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    for model in [m for m in MODELS if any(r["model"] == m for r in rows)]:
+    for colour, model in zip(("C0", "C1"), [m for m in MODELS if any(r["model"] == m for r in rows)]):
         rs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["ratio"])
         x = [r["ratio"] for r in rs]
         base = next((r for r in rs if r["ratio"] == 0), rs[0])
-        axes[0].plot(x, [r["params"] / base["params"] for r in rs], "o-", label=f"{model}: parameters")
-        axes[0].plot(x, [r["macs"] / base["macs"] for r in rs], "s--", label=f"{model}: MACs")
+        axes[0].plot(x, [r["params"] / base["params"] for r in rs], "o-", color=colour, label=f"{model}: parameters")
+        axes[0].plot(x, [r["macs"] / base["macs"] for r in rs], "s--", color=colour, alpha=0.6,
+                     label=f"{model}: MACs")
         for ax, key in ((axes[1], "id_cos_source"), (axes[2], "pose_error")):
             y = [r[key] for r in rs]
             if any(v is None for v in y):
                 continue
             lo = [r[key] - r[key + "_ci"][0] if r[key + "_ci"] else 0 for r in rs]
             hi = [r[key + "_ci"][1] - r[key] if r[key + "_ci"] else 0 for r in rs]
-            ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, label=model)
-        axes[3].plot(x, [r["seconds_per_swap"] for r in rs], "o-", label=model)
+            ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", color=colour, capsize=3, label=model)
+        axes[3].plot(x, [r["seconds_per_swap"] for r in rs], "o-", color=colour, label=model)
     axes[0].set(title="size (relative to ratio 0)", ylabel="fraction kept")
     axes[1].set(title="ID cosine to the source ↑ (95 % CI)")
     axes[2].set(title="pose error (°) ↓ (95 % CI)")

@@ -173,6 +173,8 @@ def test_wandb_offline_run_holds_the_logged_losses_samples_and_eval_row(tmp_path
     tr.fit()
     tr.log_wandb({"samples/swaps": torch.rand(2, 3, 8, 8) * 2 - 1, "eval/id_top1": 0.25})
     tr.finish_wandb()
+    import wandb
+    wandb.teardown()       # finish() returns before wandb's service has written the run's file; teardown waits
     runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     rows = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
