@@ -67,7 +67,9 @@ from dfs.train import TrainConfig, Trainer, atomic_folder
 
 MODELS = ("diffusion", "faceshifter")
 RATIOS = (0.0, 0.25, 0.5, 0.75)
-# quick mode (notebook 10): both models, four ratios, fine-tune + evaluation in ~2.5 minutes on a 2-core CPU
+# quick mode (notebook 10): both models, four ratios, fine-tune + evaluation.  Measured for both models in one
+# process (pruning_study("diffusion") then ("faceshifter"), one thread): 95 s user + 2 s system CPU time; 8 min 13 s
+# of wall time while ~12 other processes shared the 2 cores (/usr/bin/time -v, 2026-11-30)
 QUICK = {"diffusion": {"fine_tune_steps": 10, "pairs": 4, "sample_steps": 10},
          "faceshifter": {"fine_tune_steps": 10, "pairs": 8, "sample_steps": None}}
 FULL = {"diffusion": {"fine_tune_steps": 300, "pairs": 50, "sample_steps": None},

@@ -102,6 +102,33 @@ def test_dfs_swap_and_prune_cli_with_a_pruned_diffusion_checkpoint(tmp_path, cap
     assert rc == 0 and (tmp_path / "s.png").is_file()
 
 
+@pytest.fixture(scope="module")
+def faces64():
+    """Six aligned 64-px training faces of two people (the shipped models' crop size)."""
+    from dfs.swap.data import SwapData
+    from dfs.swap.pipeline import SourcePasted, SwapPipeline
+
+    photos = shared_lfw_photos()
+    people = sorted(p.name for p in photos.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)[:2]
+    pipe = SwapPipeline(SourcePasted(), crop_size=64)
+    aligned = [pipe.align(f) for p in people for f in sorted((photos / p).glob("*.jpg"))[:3]]
+    return SwapData.from_aligned(aligned, [p for p in people for _ in range(3)], batch_size=2, source_pixels=True)
+
+
+@pytest.mark.parametrize("kind", C.MODELS)
+def test_the_fine_tune_trains_the_pruned_model_with_its_own_loss(kind, faces64):
+    model, _ = C.load_prunable(kind)
+    model.config.batch_size = 2
+    C.prune(kind, model, 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned, trainer = C.fine_tune(kind, model, 2, faces64)
+    assert trainer.step == 2 and trainer.history
+    assert ("loss_g" if kind == "faceshifter" else "mse") in trainer.history[-1]      # the model's own loss terms
+    after = tuned.state_dict()
+    assert {k: tuple(v.shape) for k, v in after.items()} == {k: tuple(v.shape) for k, v in before.items()}
+    assert any(not torch.equal(after[k], before[k]) for k in before if after[k].is_floating_point())
+
+
 def test_bad_pruning_inputs_give_clear_errors_and_write_nothing(tmp_path, capsys):
     from dfs.cli import main
     from dfs.train import TrainConfig, Trainer
