@@ -1,6 +1,7 @@
 """Channel pruning of the shipped swap models (dfs.compression) and wandb logging from the one trainer."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 import sys
@@ -10,9 +11,10 @@ import torch
 
 from shared_data import shared_lfw_photos
 
-tp = pytest.importorskip("torch_pruning", reason="Torch-Pruning is not installed (pip install 'dfs[compress]')")
+from dfs import compression as C
 
-from dfs import compression as C  # noqa: E402
+needs_torch_pruning = pytest.mark.skipif(importlib.util.find_spec("torch_pruning") is None,
+                                         reason="Torch-Pruning is not installed (pip install 'dfs[compress]')")
 
 
 def _output(kind, model, inputs):
@@ -33,6 +35,7 @@ def pruned():
     return out
 
 
+@needs_torch_pruning
 @pytest.mark.parametrize("kind", C.MODELS)
 def test_a_pruned_model_runs_and_has_the_counted_parameters(pruned, kind):
     model, _, before = pruned[kind]
@@ -60,6 +63,7 @@ def test_a_pruned_model_runs_and_has_the_counted_parameters(pruned, kind):
         assert net.conv_in.in_channels == net.config.in_channels and net.conv_out.out_channels == 3
 
 
+@needs_torch_pruning
 def test_the_pruned_fraction_grows_with_the_ratio():
     sizes = []
     for ratio in (0.0, 0.25, 0.75):
@@ -68,6 +72,7 @@ def test_the_pruned_fraction_grows_with_the_ratio():
     assert sizes[0] > sizes[1] > sizes[2]
 
 
+@needs_torch_pruning
 @pytest.mark.parametrize("kind", C.MODELS)
 def test_a_pruned_checkpoint_round_trips_without_torch_pruning(pruned, kind, tmp_path, monkeypatch):
     model, _, _ = pruned[kind]
@@ -87,6 +92,7 @@ def test_a_pruned_checkpoint_round_trips_without_torch_pruning(pruned, kind, tmp
     assert torch.allclose(_output(kind, loaded, inputs), _output(kind, model, inputs), atol=1e-6)
 
 
+@needs_torch_pruning
 def test_dfs_swap_and_prune_cli_with_a_pruned_diffusion_checkpoint(tmp_path, capsys):
     from dfs.cli import main
 
@@ -115,6 +121,7 @@ def faces64():
     return SwapData.from_aligned(aligned, [p for p in people for _ in range(3)], batch_size=2, source_pixels=True)
 
 
+@needs_torch_pruning
 @pytest.mark.parametrize("kind", C.MODELS)
 def test_the_fine_tune_trains_the_pruned_model_with_its_own_loss(kind, faces64):
     model, _ = C.load_prunable(kind)
@@ -129,7 +136,7 @@ def test_the_fine_tune_trains_the_pruned_model_with_its_own_loss(kind, faces64):
     assert any(not torch.equal(after[k], before[k]) for k in before if after[k].is_floating_point())
 
 
-def test_bad_pruning_inputs_give_clear_errors_and_write_nothing(tmp_path, capsys):
+def test_bad_pruning_inputs_give_clear_errors_and_write_nothing(tmp_path, capsys, monkeypatch):
     from dfs.cli import main
     from dfs.train import TrainConfig, Trainer
 
@@ -148,6 +155,9 @@ def test_bad_pruning_inputs_give_clear_errors_and_write_nothing(tmp_path, capsys
     assert "not of a face-swap model" in capsys.readouterr().err
     assert main(["prune", "--checkpoint", str(tmp_path), "--ratio", "0.5", "--out", str(out)]) == 2
     assert "is not a dfs checkpoint" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)        # Torch-Pruning not installed
+    assert main(["prune", "--checkpoint", ship, "--ratio", "0.5", "--out", str(out)]) == 2
+    assert "pip install 'dfs[compress]'" in capsys.readouterr().err
     assert not out.exists()
 
 
