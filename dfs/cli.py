@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .swap.config import SamplerOptions
+from .train import add_wandb_argument
 
 
 def _reproduce(args) -> int:
@@ -101,7 +103,8 @@ def _train_swap(args) -> int:
         return 2
     try:
         cfg = load_config(args.config, **({"steps": args.steps} if args.steps is not None else {}))
-        trainer = train_swap(cfg, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+        trainer = train_swap(cfg, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                             wandb_project=args.wandb_project)
     except (ValueError, FileNotFoundError, SwapOutOfMemory) as e:
         print(f"dfs train-swap: {e}", file=sys.stderr)
         return 2
@@ -125,7 +128,8 @@ def _train_faceshifter(args) -> int:
     t0 = time.perf_counter()
     try:
         cfg = load_config(args.config, **over)
-        trainers = train_faceshifter(cfg, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+        trainers = train_faceshifter(cfg, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                                     wandb_project=args.wandb_project)
     except (ValueError, FileNotFoundError, SwapOutOfMemory) as e:
         print(f"dfs train-swap: {e}", file=sys.stderr)
         return 2
@@ -141,6 +145,23 @@ def _train_faceshifter(args) -> int:
         print(f"wall time {time.perf_counter() - t0:.0f} s")
     for tr in list(trainers.values())[-1:]:
         tr.accelerator.end_training()   # several processes: close the process group before exiting
+    return 0
+
+
+def _prune(args) -> int:
+    from .swap.errors import SwapOutOfMemory
+
+    try:
+        from .compression import prune_checkpoint
+        out = prune_checkpoint(args.checkpoint, args.ratio, args.out, fine_tune_steps=args.fine_tune_steps,
+                               seed=args.seed, wandb_project=args.wandb_project, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, SwapOutOfMemory) as e:
+        print(f"dfs prune: {e}", file=sys.stderr)
+        return 2
+    info = json.loads(((out / "aei") if (out / "aei").is_dir() else out).joinpath("state.json").read_text())
+    p = info["config"]["extra"]["pruning"]
+    print(f"pruned {p['ratio']:.0%} of the channels: {p['params']:,} parameters, {p['macs'] / 1e6:,.1f} M MACs per "
+          f"network evaluation; wrote {out} (use it with --checkpoint {out})")
     return 0
 
 
@@ -283,7 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hear-steps", type=int, default=None, help="faceshifter: override HEAR-Net's steps")
     t.add_argument("--checkpoint-dir", default=None, help="override the configuration's checkpoint folder")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_wandb_argument(t)
     t.set_defaults(func=_train_swap)
+
+    pr = sub.add_parser("prune", help="prune a swap model's channels (Torch-Pruning), fine-tune it, write a checkpoint")
+    pr.add_argument("--checkpoint", required=True, help="a diffusion-swap or FaceShifter checkpoint (run, step or "
+                    "shipped folder, e.g. dfs/weights/swap-quick)")
+    pr.add_argument("--ratio", type=float, required=True, help="fraction of the channels removed from every "
+                    "prunable layer, in [0, 1)")
+    pr.add_argument("--out", required=True, help="folder for the pruned checkpoint (dfs swap/eval --checkpoint)")
+    pr.add_argument("--fine-tune-steps", type=int, default=0, help="training steps after pruning, with the model's "
+                    "own loss (default 0)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the fine-tune (default 0)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_wandb_argument(pr)
+    pr.set_defaults(func=_prune)
 
     w = sub.add_parser("ship-weights", help="export a trained quick run as the weights that ship in dfs/weights/")
     w.add_argument("--model", default="diffusion", choices=["diffusion", "faceshifter"])

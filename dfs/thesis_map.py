@@ -123,7 +123,7 @@ ENTRIES: tuple[Entry, ...] = (
       notebooks=((NB06, "The method"), (NB07, "The protocol")), code=("dfs.evaluate.evaluate",),
       note="the draft's section is empty; the experiments' set-up is written in notebooks 06 and 07"),
     E("section", "§2.1", 196, "2.1 Используемые инструменты", PARTLY, notebooks=((NB00, "Tools of §2.1"),),
-      note="each tool has its own row below; TorchPruning, transformers and TorchIntegral are not used"),
+      note="each tool has its own row below; transformers and TorchIntegral (not on PyPI) are not used"),
     E("section", "§2.2", 206, "2.2 Экспериментальные результаты", COVERED,
       notebooks=((NB09, "§2.2 Experimental results"),), code=("dfs.results.record", "dfs.results_chapter.build_chapter"),
       note="assembled from the tables the notebooks record and from dfs eval's JSON"),
@@ -294,8 +294,12 @@ ENTRIES: tuple[Entry, ...] = (
     E("tool", "tool: Python 3", 198, "Python 3", COVERED, code=("dfs",), note="Python ≥ 3.10"),
     E("tool", "tool: hugging-face", 198, "hugging-face", COVERED, code=("dfs.nets.load_pretrained",),
       note="the Hub through diffusers (offline: HF_HUB_OFFLINE=1); accelerate drives dfs.train"),
-    E("tool", "tool: TorchPruning", 198, "TorchPruning", NOT_COVERED,
-      note="torch-pruning is not used yet (planned with DreamBooth in a separate issue)"),
+    E("tool", "tool: TorchPruning", 198, "TorchPruning", PARTLY,
+      code=("dfs.compression.prune", "dfs.compression.prune_checkpoint", "dfs.compression.pruning_study",
+            "dfs.compression.plot_pruning"),
+      note="structured channel pruning (pip install 'dfs[compress]') of the diffusion swap's U-Net and FaceShifter's "
+           "AEI-Net with a short fine-tune (dfs prune, dfs.compression.pruning_study); no notebook shows the curves "
+           "yet"),
     E("tool", "tool: PyTorch", 200, "PyTorch", COVERED, code=("dfs.diffusion", "dfs.train.Trainer")),
     E("tool", "tool: Plotly", 200, "Plotly", COVERED, notebooks=((NB05, "3. Identity embeddings"),),
       code=("dfs.figures.save",), figures=("05_identity_embeddings",)),
@@ -308,9 +312,13 @@ ENTRIES: tuple[Entry, ...] = (
     E("tool", "tool: Matplotlib", 204, "Matplotlib", COVERED, code=("dfs.figures.save", "dfs.figures.image_grid"),
       notebooks=((NB01, "1. The forward process"),)),
     E("tool", "tool: TorchIntegral", 204, "TorchIntegral", NOT_COVERED,
-      note="not on PyPI (git only) and not used; no experiment here needs it"),
-    E("tool", "tool: wandb", 204, "wandb", PARTLY, code=("dfs.train.TrainConfig",),
-      note="optional logging in dfs.train (TrainConfig.wandb_project; offline-safe); the shipped runs did not use it"),
+      note="not on PyPI (pip finds neither torchintegral nor torch-integral; git only), so not a dependency; the "
+           "compression experiments use Torch-Pruning (dfs.compression) instead"),
+    E("tool", "tool: wandb", 204, "wandb", PARTLY,
+      code=("dfs.train.TrainConfig", "dfs.train.Trainer.log_wandb", "dfs.train.add_wandb_argument"),
+      note="optional logging (pip install 'dfs[wandb]'): --wandb PROJECT on dfs train-swap and dfs prune logs losses, "
+           "learning rate, sample grids and evaluation rows (offline unless WANDB_MODE says otherwise); the shipped "
+           "runs did not use it"),
 )
 
 

@@ -68,7 +68,10 @@ class TrainConfig:
     progress: bool = True
     mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (accelerate's names)
     device: str | None = None         # None: accelerate decides (CUDA when present); "cpu" forces the CPU
-    wandb_project: str | None = None
+    wandb_project: str | None = field(default=None, metadata={
+        "flag": "--wandb", "metavar": "PROJECT",
+        "help": "log losses, learning rate, sample grids and the evaluation row to this wandb project (offline "
+                "unless WANDB_MODE says otherwise; needs pip install 'dfs[wandb]')"})
     extra: dict = field(default_factory=dict)  # anything a caller wants stored with the checkpoints
 
     def __post_init__(self):
@@ -80,6 +83,15 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         if self.checkpoint_every < 0 or self.log_every <= 0:
             raise ValueError("checkpoint_every must be ≥ 0 and log_every > 0")
+
+
+def add_wandb_argument(parser) -> None:
+    """The ``--wandb PROJECT`` flag of every training command (``dfs train-swap``, ``dfs prune``, ``dfs
+    personalize``), made from :class:`TrainConfig`'s ``wandb_project`` field (its one definition); it sets
+    ``args.wandb_project``."""
+    f = TrainConfig.__dataclass_fields__["wandb_project"]
+    parser.add_argument(f.metadata["flag"], dest=f.name, default=None, metavar=f.metadata["metavar"],
+                        help=f.metadata["help"])
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -360,12 +372,35 @@ class Trainer:
         return self.history
 
     def _start_wandb(self):
-        if self.config.wandb_project and self._wandb is None:
-            import wandb
+        if self.config.wandb_project and self._wandb is None and self.accelerator.is_main_process:
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError("--wandb / wandb_project needs wandb: pip install 'dfs[wandb]'") from None
+            self._wandb = wandb.init(project=self.config.wandb_project, config=asdict(self.config),
+                                     mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
 
-            self._wandb = wandb
-            wandb.init(project=self.config.wandb_project, config=asdict(self.config),
-                       mode=os.environ.get("WANDB_MODE", "offline"))
+    def log_wandb(self, values: dict) -> None:
+        """Log more to this run's wandb run (when one is open) at the current step: numbers, and images given as
+        (H, W, 3) uint8 arrays or (B, 3, H, W) tensors in [−1, 1] (shown as one grid): the sample grids and the
+        evaluation row the callers add after training."""
+        if self._wandb is None:
+            return
+        import wandb
+        out = {}
+        for k, v in values.items():
+            if isinstance(v, torch.Tensor) and v.ndim == 4:
+                from torchvision.utils import make_grid
+                v = ((make_grid(v.detach().float().cpu(), nrow=min(8, len(v))) + 1) * 127.5).clamp(0, 255)
+                v = v.byte().permute(1, 2, 0).numpy()
+            out[k] = wandb.Image(v) if getattr(v, "ndim", 0) == 3 else v
+        self._wandb.log(out, step=self.step)
+
+    def finish_wandb(self) -> None:
+        """Close this trainer's wandb run (its files are complete afterwards); a no-op without one."""
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -474,13 +509,79 @@ def latest_step(root: str | Path) -> int | None:
 
 
 def load_weights(model: torch.nn.Module, checkpoint: str | Path, ema: bool = True) -> torch.nn.Module:
-    """Load a checkpoint folder's (EMA) weights, or a ``.safetensors`` file, into ``model``; returns it."""
+    """Load a checkpoint folder's (EMA) weights, or a ``.safetensors`` file, into ``model``; returns it.
+
+    A folder whose state.json records pruned shapes (``config.extra.pruning.shapes``, written by
+    :mod:`dfs.compression`) first gets ``model`` narrowed to them (:func:`resize_to_shapes`): a pruned model is
+    rebuilt from its configuration and those widths, without the pruning library."""
     p = Path(checkpoint)
     files = [p] if not p.is_dir() else (weight_files(p, "ema") if ema else []) or weight_files(p, "model")
     if not files or not files[0].exists():
         raise FileNotFoundError(f"no weights at {p}")
+    shapes = pruned_shapes(p) if p.is_dir() else None
+    if shapes:
+        resize_to_shapes(model, shapes)
     _load_weights(model, files)
     return model
+
+
+def pruned_shapes(folder: str | Path) -> dict[str, list[int]] | None:
+    """The shapes {tensor name: shape} a pruned checkpoint folder records in its state.json (None: not pruned)."""
+    state_file = Path(folder) / "state.json"
+    if not state_file.is_file():
+        return None
+    pruning = json.loads(state_file.read_text()).get("config", {}).get("extra", {}).get("pruning")
+    return None if pruning is None else pruning.get("shapes")
+
+
+def resize_to_shapes(model: torch.nn.Module, shapes: dict[str, list[int]]) -> torch.nn.Module:
+    """Narrow the layers of ``model`` in place so that its tensors have ``shapes`` ({name: shape}, the tensors a
+    channel pruning changed): each named parameter or buffer is replaced by an uninitialised one of its new shape,
+    and the layer's width attributes follow (convolutions' in/out_channels, linear in/out_features, norms'
+    num_channels / num_features / normalized_shape, and a diffusers up/down-sampler's ``channels``, which it
+    asserts).  Load the weights afterwards.  Group counts (GroupNorm's ``num_groups``, attention heads) are
+    kept, so the widths must stay divisible by them (dfs.compression prunes in multiples of the group count)."""
+    owners = {}
+    for name, shape in shapes.items():
+        module_name, _, tensor_name = name.rpartition(".")
+        try:
+            module = model.get_submodule(module_name)
+        except AttributeError:
+            raise ValueError(f"the pruned shapes name {name!r}, which this model does not have: the checkpoint was "
+                             f"pruned from another model") from None
+        store = module._parameters if tensor_name in module._parameters else module._buffers
+        if tensor_name not in store or store[tensor_name] is None:
+            raise ValueError(f"the pruned shapes name {name!r}, which this model does not have")
+        old = store[tensor_name]
+        new = torch.empty(tuple(shape), dtype=old.dtype, device=old.device)
+        store[tensor_name] = torch.nn.Parameter(new, old.requires_grad) if isinstance(old, torch.nn.Parameter) else new
+        owners[module_name] = module
+    for module in owners.values():
+        w = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            if module.transposed:      # ConvTranspose weight: (in, out / groups, k, k)
+                module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
+            else:                      # Conv weight: (out, in / groups, k, k)
+                module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
+        elif isinstance(module, torch.nn.Linear):
+            module.out_features, module.in_features = w.shape
+        elif isinstance(module, torch.nn.GroupNorm):
+            module.num_channels = w.shape[0]
+        elif isinstance(module, torch.nn.LayerNorm):
+            module.normalized_shape = (w.shape[0],)
+        elif isinstance(module, torch.nn.modules.batchnorm._NormBase):
+            module.num_features = (w if w is not None else module.running_mean).shape[0]
+    sync_channel_attributes(model)
+    return model
+
+
+def sync_channel_attributes(model: torch.nn.Module) -> None:
+    """diffusers' Downsample2D / Upsample2D keep ``channels`` / ``out_channels`` beside their convolution and
+    assert the input's width against it: set them from the convolution after its width changed."""
+    for module in model.modules():
+        conv = getattr(module, "conv", None)
+        if hasattr(module, "channels") and isinstance(conv, torch.nn.Conv2d):
+            module.channels, module.out_channels = conv.in_channels, conv.out_channels
 
 
 @contextlib.contextmanager

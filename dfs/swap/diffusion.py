@@ -433,15 +433,18 @@ def saved_config(checkpoint: str | os.PathLike) -> dict:
 
 
 def train_swap(config: SwapConfig | str = "quick", data=None, progress: bool = True,
-               checkpoint_dir: str | os.PathLike | None = None, loss_fn=None):
+               checkpoint_dir: str | os.PathLike | None = None, loss_fn=None, wandb_project: str | None = None):
     """Train (or resume) the swap model with :class:`dfs.train.Trainer`; returns the trainer after ``fit``.
 
     ``data``: a :class:`SwapData` (default: :func:`prepare_training_data`).  A checkpoint folder that already holds
-    a run of another model configuration is refused (pass another ``checkpoint_dir``)."""
+    a run of another model configuration is refused (pass another ``checkpoint_dir``).  ``wandb_project``: log the
+    losses and learning rate to wandb, and at the end a grid of swaps of training pairs with their identity
+    cosines (:func:`log_samples`)."""
     from dfs.train import Trainer, latest_checkpoint
 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     tcfg = train_config(cfg, progress, checkpoint_dir)
+    tcfg.wandb_project = wandb_project
     last = latest_checkpoint(tcfg.checkpoint_dir)
     if last is not None:
         check_compatible(saved_config(last), cfg, f"the checkpoint {last}")
@@ -452,9 +455,21 @@ def train_swap(config: SwapConfig | str = "quick", data=None, progress: bool = T
     try:
         trainer = Trainer(model, loss_fn or swap_loss, data, tcfg)
         trainer.fit()
+        log_samples(trainer, data)
     except torch.OutOfMemoryError as e:
         raise SwapOutOfMemory(oom_message("training", e)) from None
     return trainer
+
+
+def log_samples(trainer, data: SwapData, n: int = 8, steps: int = 10) -> None:
+    """To the trainer's wandb run (if any, which it then closes): a grid of ``n`` swaps of training pairs by the
+    EMA model (:func:`swap_identity_score`) and their mean identity cosines to the source and to the target."""
+    if trainer._wandb is None:
+        return
+    score = swap_identity_score(trainer.ema_model, data, n=min(n, len(data)), steps=steps)
+    trainer.log_wandb({"samples/swaps": score["results"],
+                       **{f"samples/{k}": v for k, v in score.items() if isinstance(v, float)}})
+    trainer.finish_wandb()
 
 
 def find_checkpoint(checkpoint: str | os.PathLike) -> Path:

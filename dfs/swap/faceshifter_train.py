@@ -103,7 +103,8 @@ def _refuse_other_model(folder: Path, cfg: FaceShifterConfig) -> None:
         check_compatible(saved_config(last), cfg, f"the checkpoint {last}")
 
 
-def train_aei(cfg: FaceShifterConfig, data, root: Path, progress: bool = True, step_fn=None):
+def train_aei(cfg: FaceShifterConfig, data, root: Path, progress: bool = True, step_fn=None,
+              wandb_project: str | None = None):
     """Stage 1 (or its resumption) to ``cfg.steps``; returns the Trainer (``ema_model`` is the EMA AEI-Net)."""
     from dfs.train import Trainer
 
@@ -115,9 +116,15 @@ def train_aei(cfg: FaceShifterConfig, data, root: Path, progress: bool = True, s
     opts = {"g": torch.optim.Adam(gan.aei.parameters(), lr=cfg.lr_g, betas=betas),
             "d": torch.optim.Adam(gan.disc.parameters(), lr=cfg.lr_d, betas=betas)}
     tcfg = _train_config(cfg, folder, cfg.steps, cfg.lr_g, progress, stage="aei")
+    tcfg.wandb_project = wandb_project
     trainer = Trainer(gan, None, PairSampler(data, cfg.batch_size, cfg.p_same), tcfg, optimizers=opts,
                       step_fn=step_fn or aei_step, ema_module="aei")
     trainer.fit()
+    if trainer._wandb is not None:      # a grid of swaps of training pairs and their identity cosines
+        score = identity_score(trainer.ema_model, data, n=min(8, len(data)))
+        trainer.log_wandb({"samples/swaps": score["results"],
+                           **{f"samples/{k}": v for k, v in score.items() if isinstance(v, float)}})
+        trainer.finish_wandb()
     return trainer
 
 
@@ -157,7 +164,8 @@ def train_hear(cfg: FaceShifterConfig, data, root: Path, aei: AEINet | None = No
 
 
 def train_faceshifter(config: FaceShifterConfig | str = "quick", data=None, progress: bool = True,
-                      checkpoint_dir: str | os.PathLike | None = None, stages: tuple = ("aei", "hear")):
+                      checkpoint_dir: str | os.PathLike | None = None, stages: tuple = ("aei", "hear"),
+                      wandb_project: str | None = None):
     """Train (or resume) AEI-Net, then HEAR-Net; returns {stage: Trainer}.  ``data``: a
     :class:`~dfs.swap.data.SwapData` (default: the configuration's training faces)."""
 
@@ -172,7 +180,7 @@ def train_faceshifter(config: FaceShifterConfig | str = "quick", data=None, prog
     out = {}
     try:
         if "aei" in stages:
-            out["aei"] = train_aei(cfg, data, root, progress)
+            out["aei"] = train_aei(cfg, data, root, progress, wandb_project=wandb_project)
         if "hear" in stages and cfg.hear_steps > 0:
             aei = out["aei"].ema_model if "aei" in out else None
             out["hear"] = train_hear(cfg, data, root, aei=aei, progress=progress)
