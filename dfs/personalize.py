@@ -123,6 +123,68 @@ def check_one_person(descriptors: np.ndarray, names: list[str], max_spread: floa
     return med
 
 
+def people_descriptors(data=None, max_per_identity: int | None = None) -> dict[str, np.ndarray]:
+    """dlib's raw descriptors of every photo of ``data`` (default: DFS_DATA or data/), by person (largest face;
+    photos without one left out): what :func:`spread_check_rates` measures the threshold on."""
+    from dfs.data.faces import load_faces
+
+    analyzer, out = FaceAnalyzer(), {}
+    for person, paths in load_faces(data).by_identity().items():
+        items = []
+        for p in paths[:max_per_identity]:
+            try:
+                image = load_image(p)
+                items.append((image, analyzer.largest(image, name=str(p))))
+            except (FaceNotFoundError, BadImageError):
+                pass
+        if items:
+            out[person] = dlib_descriptors(items)
+    return out
+
+
+def spread_check_rates(descriptors: dict[str, np.ndarray], k: int, max_spread: float = SAME_PERSON_DISTANCE,
+                       trials: int = 2000, seed: int = 0) -> dict:
+    """How :func:`check_one_person` behaves at ``max_spread`` on real people: over ``trials`` draws of k photos of
+    one person (among those with >= k), the fraction refused ("false_refusal"); the same sets with the last photo
+    replaced by one of another person, the fraction refused ("caught") and refused naming that photo
+    ("named_right"); and the pairwise rates behind dlib's convention (same-person pairs above, different-person
+    pairs below the threshold)."""
+    rng = np.random.default_rng(seed)
+    people = sorted(descriptors)
+    able = [p for p in people if len(descriptors[p]) >= k]
+    if not able or len(people) < 2:
+        raise ValueError(f"need a person with >= {k} photos and at least 2 people")
+
+    def verdict(x):
+        try:
+            check_one_person(x, [str(i) for i in range(len(x))], max_spread)
+            return None
+        except ValueError as e:
+            return str(e)
+
+    refused = caught = named = 0
+    for _ in range(trials):
+        p = able[rng.integers(len(able))]
+        x = descriptors[p][rng.choice(len(descriptors[p]), k, replace=False)]
+        refused += verdict(x) is not None
+        q = people[rng.integers(len(people) - 1)]
+        q = q if q != p else people[-1]
+        y = x.copy()
+        y[-1] = descriptors[q][rng.integers(len(descriptors[q]))]
+        v = verdict(y)
+        caught += v is not None
+        named += v is not None and v.startswith(f"the photos: {k - 1} looks like")
+    every = np.concatenate([descriptors[p] for p in people])
+    who = np.concatenate([[p] * len(descriptors[p]) for p in people])
+    d = np.linalg.norm(every[:, None] - every[None], axis=-1)
+    upper = np.triu(np.ones_like(d, dtype=bool), 1)
+    same = who[:, None] == who[None]
+    return {"k": k, "max_spread": max_spread, "trials": trials, "false_refusal": refused / trials,
+            "caught": caught / trials, "named_right": named / trials,
+            "same_pairs_above": float((d[upper & same] > max_spread).mean()),
+            "different_pairs_below": float((d[upper & ~same] < max_spread).mean())}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the model being trained and DreamBooth's loss
 
@@ -206,7 +268,7 @@ def train_concept(base: SwapDiffusion, photos: Photos, name: str, options: Perso
     data = ConceptData(instance_data(photos, name, swap.config, o.batch_size), prior if lam > 0 else None)
     t0 = time.perf_counter()
     tcfg = TrainConfig(steps=o.steps, batch_size=o.batch_size, lr=o.learning_rate, warmup_steps=0, grad_clip=1.0,
-                       ema_decay=None, seed=o.seed, checkpoint_dir=None, log_every=max(1, min(25, o.steps)),
+                       ema_decay=None, seed=o.seed, checkpoint_dir=None, log_every=max(1, min(25, o.steps // 10)),
                        progress=progress, wandb_project=wandb_project)
     trainer = Trainer(model, dreambooth_loss, data, tcfg)
     trainer.fit()

@@ -16,7 +16,7 @@ from dfs.device import batch_rand, batch_randn
 from dfs.diffusion import sample_timesteps
 from dfs.paths import repo_root
 from dfs.personalize import (ConceptData, ConceptModel, PersonalizeOptions, check_one_person, dreambooth_loss,
-                             read_photos, train_concept)
+                             read_photos, spread_check_rates, train_concept)
 from dfs.swap.concept import load_concept, save_concept, weights_sha256
 from dfs.swap.config import SwapConfig
 from dfs.swap.data import SwapData
@@ -245,3 +245,16 @@ def test_concept_of_another_checkpoint_is_refused(shipped, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "was made for the checkpoint" in err and "--checkpoint" in err
     assert not png.exists()
+
+
+def test_spread_check_rates_on_separated_and_mixed_people():
+    """Three tight, far-apart people: no genuine set refused, every stranger caught and named; one person whose
+    photos scatter more than the threshold: every genuine set refused."""
+    rng = np.random.default_rng(0)
+    tight = {p: c + 0.05 * rng.standard_normal((6, 128)) / np.sqrt(128) for p, c in
+             zip("abc", 3 * np.eye(128)[:3])}
+    r = spread_check_rates(tight, 4, trials=200)
+    assert (r["false_refusal"], r["caught"], r["named_right"]) == (0.0, 1.0, 1.0)
+    assert r["same_pairs_above"] == 0.0 and r["different_pairs_below"] == 0.0
+    loose = {**tight, "a": 3 * np.eye(128)[0] + 2.0 * rng.standard_normal((6, 128)) / np.sqrt(128)}
+    assert spread_check_rates(loose, 4, trials=200)["false_refusal"] > 0.2      # a's sets (about 1 in 3)
