@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ from dfs.faces.detect import FaceAnalyzer, FaceNotFoundError
 from dfs.faces.identity_chips import FaceEmbedder, identity_encoder
 from dfs.faces.images import BadImageError, is_image_file, load_image
 from dfs.swap.concept import Concept, save_concept, weights_sha256
-from dfs.swap.config import MODES, SAME_PERSON_DISTANCE, PersonalizeOptions  # noqa: F401
+from dfs.swap.config import MODES, SAME_PERSON_DISTANCE, PersonalizeOptions
 from dfs.swap.data import SwapData, prepare_training_data, to_unit
 from dfs.swap.diffusion import DiffusionSwap, SwapDiffusion, default_checkpoint, load_swap_model
 from dfs.swap.pipeline import SwapPipeline
@@ -433,7 +433,7 @@ def personalization_study(shots=(3, 5), people=None, steps: int | None = None, q
 
     def align(key):
         if key not in aligned:
-            person, image, face = detected[key]
+            _, image, face = detected[key]
             aligned[key] = pipe.align(image, name=key, face=face)
         return aligned[key]
 

@@ -39,7 +39,7 @@ def photo_folder(tmp_path: Path, files, name: str = "photos") -> Path:
 
 @pytest.fixture(scope="module")
 def shipped():
-    model, cfg, path = load_swap_model(repo_root() / "dfs" / "weights" / "swap-quick")
+    model, _, path = load_swap_model(repo_root() / "dfs" / "weights" / "swap-quick")
     return model, path
 
 
@@ -226,7 +226,7 @@ def test_spread_check_by_hand():
 
 
 def test_concept_of_another_checkpoint_is_refused(shipped, tmp_path, capsys):
-    model, path = shipped
+    path = shipped[1]
     photos = photo_folder(tmp_path, PERSON)
     out = tmp_path / "concepts"
     assert main(["personalize", "--photos", str(photos), "--name", "ann", "--mode", "tokens", "--steps", "1",
