@@ -258,3 +258,13 @@ def test_spread_check_rates_on_separated_and_mixed_people():
     assert r["same_pairs_above"] == 0.0 and r["different_pairs_below"] == 0.0
     loose = {**tight, "a": 3 * np.eye(128)[0] + 2.0 * rng.standard_normal((6, 128)) / np.sqrt(128)}
     assert spread_check_rates(loose, 4, trials=200)["false_refusal"] > 0.2      # a's sets (about 1 in 3)
+
+
+def test_swap_needs_a_source_or_a_concept(tmp_path, capsys):
+    png = tmp_path / "swap.png"
+    assert main(["swap", "--target", str(LFW / STRANGER), "--out", str(png)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--source PHOTO" in err and "--concept NAME" in err and not png.exists()
+    assert main(["swap", "--method", "classical", "--concept", "ann", "--source", str(LFW / PERSON[0]),
+                 "--target", str(LFW / STRANGER), "--out", str(png)]) == 2
+    assert "--concept applies to --method diffusion" in capsys.readouterr().err
