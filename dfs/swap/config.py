@@ -266,10 +266,11 @@ MODES = ("tokens", "full")
 # dlib's same-person threshold on the Euclidean distance of its raw 128-D descriptors (dlib's
 # face_recognition.py example and dnn_face_recognition_ex.cpp: "faces closer than 0.6 are the same person").
 # Applied to each photo's median distance to the others (dfs.personalize.check_one_person).  Measured on the 494
-# photos of data/lfw_home (dfs.personalize.spread_check_rates, 2000 draws): 2.5 % of same-person pairs lie above
-# 0.6 and 0.5 % of different-person pairs below; sets of 3 (5) photos of one person are refused 3.3 % (3.6 %) of
-# the time, sets with one photo of someone else are caught 99.5 % (99.6 %) of the time, the odd photo named each
-# time.  0.65 would refuse fewer genuine sets (0.7 %, 1.8 %) and catch fewer strangers (98.3 %, 98.6 %).
+# photos of data/lfw_home (dfs.personalize.spread_check_rates of people_descriptors(), 2000 draws, seed 0): 2.6 % of
+# same-person pairs lie above 0.6 and 0.5 % of different-person pairs below; sets of 3 (5) photos of one person are
+# refused 2.5 % (4.0 %) of the time, sets with one photo of someone else caught 99.6 % (99.8 %) of the time and the
+# odd photo named 99.5 % (99.8 %).  0.65 refuses fewer genuine sets (1.0 %, 2.4 %) and catches fewer strangers
+# (97.5 %, 98.7 %).
 SAME_PERSON_DISTANCE = 0.6
 
 
