@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .swap.config import SamplerOptions
+from .swap.config import PersonalizeOptions, SamplerOptions
 from .train import add_wandb_argument
 
 
@@ -178,6 +178,24 @@ def _ship_weights(args) -> int:
     return 0
 
 
+def _personalize(args) -> int:
+    from .personalize import personalize
+    from .swap.errors import SwapOutOfMemory
+
+    try:
+        concept, path = personalize(args.photos, args.name, PersonalizeOptions.from_args(args),
+                                    checkpoint=args.checkpoint, out=args.out, progress=not args.no_progress,
+                                    wandb_project=args.wandb_project)
+    except (ValueError, FileNotFoundError, SwapOutOfMemory) as e:
+        print(f"dfs personalize: {e}", file=sys.stderr)
+        return 2
+    last = concept.info["losses"][-1] if concept.info["losses"] else {}
+    print(f"{concept.mode} concept {concept.name!r} from {len(concept.crops)} photos, {concept.info['steps']} steps"
+          + (f" (loss {last['loss']:.4g})" if "loss" in last else "")
+          + f"; wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB) and {path.with_suffix('.json').name}")
+    return 0
+
+
 def _swap_method(args):
     from .swap import get_method
     from .swap.diffusion import DiffusionSwap
@@ -186,7 +204,9 @@ def _swap_method(args):
         if args.no_hear:
             raise ValueError("--no-hear applies to --method faceshifter")
         return DiffusionSwap(args.checkpoint, sampler=SamplerOptions.from_args(args), batch_size=args.batch_size,
-                             progress=True)
+                             progress=True, concept=args.concept)
+    if args.concept is not None:
+        raise ValueError(f"--concept applies to --method diffusion, not {args.method}")
     given = SamplerOptions.from_args(args).given()
     if given:
         raise ValueError(f"{SamplerOptions.flags(given)} apply to --method diffusion, not {args.method}")
@@ -231,9 +251,16 @@ def _run_swap(args) -> list:
 
     from .swap.pipeline import SwapPipeline
 
-    pipe, target = SwapPipeline(_swap_method(args)), Path(args.target)
+    method = _swap_method(args)
+    pipe, target, source = SwapPipeline(method), Path(args.target), args.source
+    if source is None:
+        if getattr(method, "concept", None) is None:
+            raise ValueError("give --source PHOTO (the identity to use), or --concept NAME (a person taught with dfs "
+                             "personalize)")
+        from .swap.concept import reference_face
+        source = reference_face(method.concept)       # the concept's first photo gives the pixels
     if not target.is_dir():
-        return [pipe.swap(args.source, target, seed=args.seed, source_face=args.source_face,
+        return [pipe.swap(source, target, seed=args.seed, source_face=args.source_face,
                           target_face=args.target_face).save(args.out)]
     out = Path(args.out)
     if out.suffix.lower() == ".png":
@@ -241,7 +268,7 @@ def _run_swap(args) -> list:
     if args.target_face is not None:
         raise ValueError("--target-face picks a face in one target photo; with a folder of targets each photo's "
                          "largest face is used")
-    results = pipe.swap_many(args.source, target, seed=args.seed, errors="skip", source_face=args.source_face)
+    results = pipe.swap_many(source, target, seed=args.seed, errors="skip", source_face=args.source_face)
     return [r.save(out / (Path(r.target.name).stem + ".png")) for r in results]
 
 
@@ -334,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("swap", help="put the source's face identity onto the target photo(s)")
     s.add_argument("--method", default="diffusion", choices=sorted(METHODS),
                    help="the swap method (default diffusion)")
-    s.add_argument("--source", required=True, help="photo of the identity to use")
+    s.add_argument("--source", default=None, help="photo of the identity to use (with --concept: optional, the "
+                   "photo whose pixels are warped onto the target; default the concept's first photo)")
+    s.add_argument("--concept", default=None, help="diffusion: a person taught with dfs personalize (a name in "
+                   "concepts/ or a .safetensors file): their learned identity replaces the source photo's")
     s.add_argument("--target", required=True, help="a photo, or a folder of photos (swapped in batches)")
     s.add_argument("--out", required=True, help="output .png (a folder when --target is a folder)")
     SamplerOptions.add_arguments(s)
@@ -348,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "shipped quick model, dfs/weights/swap-quick or dfs/weights/faceshifter-quick)")
     s.add_argument("--no-hear", action="store_true", help="faceshifter: AEI-Net alone, without HEAR-Net")
     s.set_defaults(func=_swap)
+
+    z = sub.add_parser("personalize", help="teach the diffusion swap one person from a few photos (a concept for "
+                       "dfs swap --concept)")
+    z.add_argument("--photos", required=True, help="a folder of 3-5 photos of the person")
+    z.add_argument("--name", required=True, help="the concept's name (its file name)")
+    z.add_argument("--checkpoint", default=None, help="the swap model to personalise (default: the shipped quick "
+                   "model)")
+    z.add_argument("--out", default=None, help="folder for <name>.safetensors and <name>.json (default concepts/)")
+    z.add_argument("--no-progress", action="store_true", help="no progress bar")
+    PersonalizeOptions.add_arguments(z)
+    add_wandb_argument(z)
+    z.set_defaults(func=_personalize)
     return p
 
 

@@ -270,3 +270,77 @@ def check_compatible(saved: dict, config, where: str) -> None:
         what = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{where} was trained for another model ({what}); pass a checkpoint of this configuration "
                          f"or the configuration it was trained with (another checkpoint_dir for a new run)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# personalisation (dfs.personalize): its options, the one place they are defined; dfs personalize's flags are
+# made from them
+
+MODES = ("tokens", "full")
+# dlib's same-person threshold on the Euclidean distance of its raw 128-D descriptors (dlib's
+# face_recognition.py example and dnn_face_recognition_ex.cpp: "faces closer than 0.6 are the same person").
+# Applied to each photo's median distance to the others (dfs.personalize.check_one_person).  Measured on the 494
+# photos of data/lfw_home (dfs.personalize.spread_check_rates of people_descriptors(), 2000 draws, seed 0): 2.6 % of
+# same-person pairs lie above 0.6 and 0.5 % of different-person pairs below; sets of 3 (5) photos of one person are
+# refused 2.5 % (4.0 %) of the time, sets with one photo of someone else caught 99.6 % (99.8 %) of the time and the
+# odd photo named 99.5 % (99.8 %).  0.65 refuses fewer genuine sets (1.0 %, 2.4 %) and catches fewer strangers
+# (97.5 %, 98.7 %).
+SAME_PERSON_DISTANCE = 0.6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PersonalizeOptions:
+    """What ``dfs personalize`` trains.  ``lr`` None: 5e-3 for tokens (a few numbers, moved far), 1e-4 for the
+    full fine-tune (DreamBooth's regime: a tenth of the swap's own training rate)."""
+
+    mode: str = field(default="full", metadata={"help": "tokens: learn the identity tokens, U-Net frozen; full: "
+                                                "fine-tune the U-Net (DreamBooth) (default full)",
+                                                "choices": MODES})
+    steps: int = field(default=100, metadata={"help": "training steps (default 100)"})
+    prior: bool = field(default=True, metadata={"help": "full: leave out the class-prior preservation term "
+                                                "(DreamBooth eq. 2, λ = 0)", "flag": "--no-prior"})
+    prior_weight: float = field(default=1.0, metadata={"help": "λ of the class-prior term (default 1)"})
+    lr: float | None = field(default=None, metadata={"help": "learning rate (default 5e-3 tokens, 1e-4 full)"})
+    batch_size: int = field(default=4, metadata={"help": "photos of the person per step (and as many class "
+                                                 "images) (default 4)"})
+    seed: int = field(default=0, metadata={"help": "training seed (default 0)"})
+    max_spread: float = field(default=SAME_PERSON_DISTANCE, metadata={
+        "help": "refuse a photo whose median dlib distance to the others exceeds this (default 0.6, dlib's "
+                "same-person threshold)"})
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.prior_weight < 0 or (self.lr is not None and self.lr <= 0) or self.max_spread <= 0:
+            raise ValueError(f"prior_weight must be >= 0, lr and max_spread > 0; got {self.prior_weight}, "
+                             f"{self.lr}, {self.max_spread}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (5e-3 if self.mode == "tokens" else 1e-4)
+
+    @property
+    def effective_prior_weight(self) -> float:
+        """λ as trained: 0 without the prior and in token mode (the class images' loss does not depend on the
+        person's tokens, so it would add nothing to their gradient)."""
+        return self.prior_weight if (self.prior and self.mode == "full") else 0.0
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        """One flag per field (``--no-prior`` for the boolean), typed and documented from the field."""
+        for f in fields(cls):
+            if f.type == "bool":
+                parser.add_argument(f.metadata["flag"], dest=f.name, action="store_false", help=f.metadata["help"])
+                continue
+            kind = {"str": str, "int": int, "float": float, "float | None": float}[str(f.type)]
+            parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                                choices=f.metadata.get("choices"), help=f.metadata["help"])
+
+    @classmethod
+    def from_args(cls, args) -> "PersonalizeOptions":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})

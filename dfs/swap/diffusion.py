@@ -73,6 +73,7 @@ from dfs.faces.align import IBUG68_GROUPS
 from dfs.faces.identity_chips import (CHIP_PADDING, CHIP_SIZE, FaceEmbedder, chip_matrices, chip_matrix,  # noqa: F401
                                       identity_encoder, identity_of_crops)
 from dfs.latent import EmbeddingTokens, cfg_eps, drop_condition
+from dfs.swap.concept import Concept, check_base, load_concept
 from dfs.swap.config import SamplerOptions, SwapConfig, check_compatible, config_from_dict, load_config
 from dfs.swap.data import (SwapData, cross_pairs, identity_cosines, prepare_training_data,  # noqa: F401
                            to_uint8, to_unit, warped_references)
@@ -213,18 +214,23 @@ class SwapDiffusion(nn.Module):
             return predict_eps_from_x0(self.schedule, x_t, t, out)
         return out if self.config.prediction == "eps" else predict_eps_from_v(self.schedule, x_t, t, out)
 
-    def forward(self, target, mask, landmarks68, source_embedding, chip_M, reference=None) -> dict:
+    def forward(self, target, mask, landmarks68, source_embedding, chip_M, reference=None, tokens=None,
+                p_uncond: float | None = None) -> dict:
         """The training loss (module docstring) on a batch: returns {"loss", "mse", "id_loss", "rec_loss"}.
 
         t and ε come from the global RNG, which the Trainer seeds per step (exact resume).  A sample whose
-        identity is dropped to ∅ (probability p_uncond) loses its warped source too (:meth:`null_condition`)."""
+        identity is dropped to ∅ (probability p_uncond) loses its warped source too (:meth:`null_condition`).
+        ``tokens`` (B, K, token_dim): identity tokens to use instead of τ(e) (a learned concept,
+        :mod:`dfs.personalize`); the identity loss still reads ``source_embedding``.  ``p_uncond``: this batch's
+        drop probability instead of the configuration's."""
         cfg, sched = self.config, self.schedule
         B = target.shape[0]
         t = sample_timesteps(sched, B, target.device)      # per example, the same on any number of processes
         noise = batch_randn(target.shape, target)
         x_t = q_sample(sched, target, t, noise)
         cond = self.condition(target, mask, landmarks68, reference)
-        tok, dropped = drop_condition(self.tokens(source_embedding), self.null_tokens, cfg.p_uncond)
+        tok = self.tokens(source_embedding) if tokens is None else tokens
+        tok, dropped = drop_condition(tok, self.null_tokens, cfg.p_uncond if p_uncond is None else p_uncond)
         cond = torch.where(dropped.to(cond.device)[:, None, None, None], self.null_condition(cond), cond)
         out = self.output(x_t, t, cond, tok)
         want = {"eps": noise, "x0": target}.get(cfg.prediction)
@@ -334,7 +340,8 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
                 id_views: int = 0, id_gradient: str = "x_t",
                 chip_M: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, eta: float = 0.0, progress: bool = False,
-                strength: float = 1.0, ilvr: int = 0, reference: torch.Tensor | None = None) -> torch.Tensor:
+                strength: float = 1.0, ilvr: int = 0, reference: torch.Tensor | None = None,
+                tokens: torch.Tensor | None = None) -> torch.Tensor:
     """Swapped crops x_0 (B, 3, S, S) in [−1, 1] by DDIM (``steps`` steps) with classifier-free guidance
     ``guidance`` and identity-gradient guidance ``id_guidance`` through ``id_views`` random views, taken
     through the U-Net or on x̂_0 (``id_gradient``; :func:`identity_guided`; module docstring).  ``embedding=None``: the
@@ -345,7 +352,8 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
     low-pass φ_N (ILVR, Choi et al. 2021; :func:`dfs.diffusion.ilvr_refine`): the swap keeps the target's
     (S/N)×(S/N) structure (head position, light) and the identity tokens write the detail above it.  Measured
     (README): at 32 px, N = 4 does not lower the pose error (4.00° vs 4.07°) and costs identity.  ``reference``:
-    the warped sources (:func:`warped_references`) that a ``source_pixels`` model needs."""
+    the warped sources (:func:`warped_references`) that a ``source_pixels`` model needs.  ``tokens`` (B, K,
+    token_dim): identity tokens instead of τ(embedding) (a learned concept, :mod:`dfs.swap.concept`)."""
     if guidance < 0 or id_guidance < 0:
         raise ValueError(f"guidance and id_guidance must be >= 0, got {guidance}, {id_guidance}")
     if not 0 < strength <= 1:
@@ -360,7 +368,8 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
         eps_fn = guided_eps(model, model.null_condition(cond), model.tokens(None, B), 1.0)
     else:
         embedding = embedding.to(dev)
-        eps_fn = guided_eps(model, cond, model.tokens(embedding), guidance)
+        tokens = model.tokens(embedding) if tokens is None else tokens.to(dev)
+        eps_fn = guided_eps(model, cond, tokens, guidance)
         if id_guidance > 0:
             if chip_M is None:
                 chip_M = chip_matrices(landmarks68)
@@ -521,9 +530,11 @@ class DiffusionSwap:
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, sampler: SamplerOptions | None = None,
                  batch_size: int = 8, device=None, model: SwapDiffusion | None = None, progress: bool = False,
-                 **sampler_options):
+                 concept=None, **sampler_options):
         """``sampler``: :class:`~dfs.swap.config.SamplerOptions` (or its fields as keywords: ``steps=10``); what
-        is left None takes the checkpoint's default.  ``checkpoint``: default the shipped quick model."""
+        is left None takes the checkpoint's default.  ``checkpoint``: default the shipped quick model.
+        ``concept``: a :class:`~dfs.swap.concept.Concept` (or its name or file) whose identity tokens replace every
+        source's τ(e) (and whose weight changes are added to the U-Net); it must have been made for these weights."""
         from dfs.device import get_device
 
         self.device = torch.device(device) if device is not None else get_device()
@@ -532,6 +543,15 @@ class DiffusionSwap:
         else:
             self.model, self.config, path = load_swap_model(checkpoint or default_checkpoint(), device=self.device)
             self.checkpoint = str(path)
+        self.concept = None
+        if concept is not None:
+            self.concept = concept if isinstance(concept, Concept) else load_concept(concept)
+            check_base(self.concept, self.model, self.checkpoint)
+            if self.concept.unet_delta and model is not None:   # leave the caller's model as it was
+                import copy
+                self.model = copy.deepcopy(self.model)
+            self.concept.apply(self.model)
+            self.checkpoint += f" + concept {self.concept.name} ({self.concept.mode})"
         cfg = self.config
         if sampler is not None and sampler_options:
             raise ValueError("pass the sampler options either as sampler=SamplerOptions(...) or as keywords")
@@ -564,11 +584,18 @@ class DiffusionSwap:
         if self.config.source_pixels:
             ref = warped_references([s.crop for s in sources], [s.landmarks68 for s in sources],
                                     [t.crop for t in targets], [t.landmarks68 for t in targets])
+        tokens = None
         try:
-            emb = self.source_embeddings(sources)
-            x0 = sample_swap(self.model, target, mask, lm, emb, o.steps, o.guidance, o.id_guidance, o.id_views, o.id_gradient,
+            if self.concept is None:
+                emb = self.source_embeddings(sources)
+            else:                                   # the concept's identity, whatever photo gives the pixels
+                emb = self.concept.embedding[None].expand(len(targets), -1).float()
+                tokens = self.concept.tokens[None].expand(len(targets), -1, -1).float()
+            x0 = sample_swap(self.model, target, mask, lm, emb, o.steps, o.guidance, o.id_guidance,
+                             o.id_views, o.id_gradient,
                              chip_M=chip_matrices(lm) if o.id_guidance > 0 else None, x_T=x_T.to(self.device),
-                             progress=self.progress, strength=o.strength, ilvr=o.ilvr, reference=ref)
+                             progress=self.progress, strength=o.strength, ilvr=o.ilvr, reference=ref,
+                             tokens=tokens)
         except torch.OutOfMemoryError as e:
             raise SwapOutOfMemory(oom_message(f"sampling {len(targets)} swaps with {steps} steps", e)) from None
         out = ((x0.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
