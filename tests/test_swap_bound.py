@@ -51,7 +51,7 @@ def test_distinct_pairs_are_different_targets_each_with_another_photo_of_its_per
 
 def test_conditional_eps_is_the_closed_form_of_the_x0_model(data, model):
     i, j = data.distinct_pairs(3, torch.Generator().manual_seed(1))
-    x0, mask, eps = B.bind_pairs(model, data, i, j)
+    x0, _, eps = B.bind_pairs(model, data, i, j)
     cond, tok = eps.cond, eps.tokens
     t = torch.tensor([5, 15, 29, 0, 20, 9])                      # two copies of the three faces, rows k·3 + i
     x_t = D.q_sample(model.schedule, x0.repeat(2, 1, 1, 1), t, torch.randn(6, 3, 32, 32, dtype=torch.float64))

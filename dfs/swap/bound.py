@@ -20,6 +20,7 @@ from torch import nn
 
 from dfs import elbo_study as E
 from dfs.diffusion import RespacedModel, predict_x0_from_eps, q_sample, respace
+from dfs.metrics import bootstrap_interval
 from dfs.swap.data import SwapData
 
 
@@ -132,8 +133,6 @@ def curve_rows(rd: dict, chain_steps, seed: int = 0) -> list[dict]:
     over the faces (:func:`dfs.metrics.bootstrap_interval`), the share of R(0) the remaining steps cost
     (:func:`dfs.elbo_study.rate_share_below`, bootstrap) and Dist(t) on the 0–255 scale, its interval the square
     root of the bootstrap interval of the mean squared error."""
-    from dfs.metrics import bootstrap_interval
-
     K, n = len(rd["t"]) - 1, len(rd["rate_per_sample"])
     rows = []
     for step in chain_steps:
