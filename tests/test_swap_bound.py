@@ -8,12 +8,12 @@ import math
 
 import pytest
 import torch
+from shared_data import shared_lfw_photos
 
 from dfs import diffusion as D
 from dfs.swap import bound as B
 from dfs.swap import diffusion as SD
 from dfs.swap.config import SwapConfig
-from tests.shared_data import shared_lfw_photos
 
 PEOPLE = ("Adrien_Brody", "Amelie_Mauresmo")
 
