@@ -543,31 +543,37 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean, log_var, bins: in
                        torch.where(x > 1 - half, torch.special.log_ndtr(-a), log_mid))
 
 
-def prior_kl(sched: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
-    """L_T = KL(q(x_T | x_0) ‖ N(0, I)) per sample (summed over dimensions), in nats."""
+def _sum_dims(x: torch.Tensor, dims: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample sum over dimensions, of all of them or of those weighted by ``dims`` (shaped like ``x``)."""
+    return (x if dims is None else x * dims).flatten(1).sum(1)
+
+
+def prior_kl(sched: NoiseSchedule, x0: torch.Tensor, dims: torch.Tensor | None = None) -> torch.Tensor:
+    """L_T = KL(q(x_T | x_0) ‖ N(0, I)) per sample (summed over dimensions, or over ``dims``), in nats."""
     mean, var = q_mean_variance(sched, x0, sched.T - 1)
     kl = normal_kl(mean, var.log(), torch.zeros_like(mean), torch.zeros_like(mean))
-    return kl.flatten(1).sum(1)
+    return _sum_dims(kl, dims)
 
 
 def vlb_term(sched: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t, p: dict[str, torch.Tensor],
-             decoder: str = "discretized") -> torch.Tensor:
+             decoder: str = "discretized", dims: torch.Tensor | None = None) -> torch.Tensor:
     """One term of the bound per sample, in nats: L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) for
     code step t ≥ 1 and L_0 = −log p_θ(x_0 | x_1) for t = 0 (thesis App. 3; Ho et al. eq. 5).
 
     ``p`` is the output of :func:`p_mean_variance`. ``decoder="discretized"`` is Ho et al. eq. 13 for 8-bit data in
     [−1, 1]; ``"gaussian"`` uses the density N(x_0; μ_θ(x_1, 1), σ_1²) for continuous data (nats, may be < 0).
+    ``dims`` (0/1, shaped like ``x0``): sum only over those dimensions (see :func:`vlb_terms`).
     """
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
     t = _check_t(t, x_t, sched.T)
     true_mean, _, true_log_var = q_posterior_mean_variance(sched, x0, x_t, t)
-    out = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]).flatten(1).sum(1)
+    out = _sum_dims(normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]), dims)
     first = (t == 0).nonzero().squeeze(1)
     if len(first):                    # the decoder term, only where t = 0 (log_ndtr is the costly part)
         mean, log_var = p["mean"][first], p["log_variance"].expand_as(p["mean"])[first]
         ll = (discretized_gaussian_log_likelihood if decoder == "discretized" else gaussian_log_likelihood)
-        out = out.index_put((first,), -ll(x0[first], mean, log_var).flatten(1).sum(1))
+        out = out.index_put((first,), -_sum_dims(ll(x0[first], mean, log_var), None if dims is None else dims[first]))
     return out
 
 
@@ -578,33 +584,50 @@ def _randn(shape, generator: torch.Generator | None, like: torch.Tensor) -> torc
 @torch.no_grad()
 def vlb_terms(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",
               decoder: str = "discretized", max_batch: int = 16384, generator: torch.Generator | None = None,
-              clip_x0: float | None = None) -> dict[str, torch.Tensor]:
+              clip_x0: float | None = None, dims: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every term of L_vlb = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (thesis App. 3) for each sample of ``x0``.
 
     Each KL term is exact given one draw x_t ~ q(x_t | x_0) per (sample, t) (the standard unbiased estimate
     of Ho et al. / iDDPM). Batched: the T timesteps go through the model in chunks of ⌊max_batch / B⌋, each
-    chunk one call on all samples × those timesteps (no loop over samples).
+    chunk one call on all samples × those timesteps (no loop over samples), row k·B + i holding sample i.
     Returns, per sample: ``prior`` (B,) = L_T; ``terms`` (B, T), column t = code step t (column 0 is L_0);
-    ``total`` (B,) in nats; ``bits_per_dim`` (B,) = total / (D ln 2), D = dimensions per sample; and
-    ``x0_sq_error`` (B, T), column t = ‖x̂_0(x_t, t) − x_0‖²/D for the same draw x_t (x̂_0 as μ_θ uses it, clipped
-    when ``clip_x0`` is set): the distortion of Ho et al. §4.3 that :func:`dfs.elbo_study.rate_distortion` reads.
+    ``total`` (B,) in nats; ``dims`` (B,) = D, the dimensions counted; ``bits_per_dim`` (B,) = total / (D ln 2);
+    and ``x0_sq_error`` (B, T), column t = ‖x̂_0(x_t, t) − x_0‖²/D for the same draw x_t (x̂_0 as μ_θ uses it,
+    clipped when ``clip_x0`` is set): the distortion of Ho et al. §4.3 that :func:`dfs.elbo_study.rate_distortion`
+    reads.
+
+    ``dims``: a 0/1 tensor shaped like ``x0`` (or broadcastable to it) that selects the dimensions counted; default
+    all. q and p_θ(x_{t−1} | x_t) are diagonal Gaussians, so every term is a sum over dimensions and the selected
+    part is exact on its own: the code length of those dimensions of x_0 when every step also sees the others
+    (e.g. the face region of an inpainting model whose condition holds the rest). D = their number per sample.
     """
     B, T = x0.shape[0], sched.T
+    if dims is not None:
+        try:
+            dims = torch.broadcast_to(dims.to(x0), x0.shape)
+        except RuntimeError:
+            raise ValueError(f"dims must be broadcastable to x0's shape {tuple(x0.shape)}, got {tuple(dims.shape)}") from None
+        if not torch.all((dims == 0) | (dims == 1)):
+            raise ValueError("dims must hold only 0 and 1 (the dimensions to count)")
+    D = torch.full((B,), float(x0[0].numel()), dtype=x0.dtype, device=x0.device) if dims is None else _sum_dims(dims, None)
+    if torch.any(D == 0):
+        raise ValueError(f"dims selects no dimension of sample(s) {(D == 0).nonzero().flatten().tolist()}")
     chunk = max(1, max_batch // max(B, 1))
     terms = torch.empty(B, T, dtype=x0.dtype, device=x0.device)
     x0_sq_error = torch.empty(B, T, dtype=x0.dtype, device=x0.device)
     for start in range(0, T, chunk):
         ts = torch.arange(start, min(start + chunk, T), device=x0.device)
-        xb = x0.repeat(len(ts), *([1] * (x0.dim() - 1)))              # timestep-major: row k·B + i
+        repeat = (len(ts), *([1] * (x0.dim() - 1)))
+        xb, db = x0.repeat(*repeat), None if dims is None else dims.repeat(*repeat)   # timestep-major: row k·B + i
         tb = ts.repeat_interleave(B)
         x_t = q_sample(sched, xb, tb, _randn(xb.shape, generator, xb))
         p = model_p_mean_variance(model, sched, x_t, tb, variance, clip_x0)
-        terms[:, start:start + len(ts)] = vlb_term(sched, xb, x_t, tb, p, decoder).reshape(len(ts), B).T
-        x0_sq_error[:, start:start + len(ts)] = (p["pred_x0"] - xb).pow(2).flatten(1).mean(1).reshape(len(ts), B).T
-    prior = prior_kl(sched, x0)
+        terms[:, start:start + len(ts)] = vlb_term(sched, xb, x_t, tb, p, decoder, db).reshape(len(ts), B).T
+        x0_sq_error[:, start:start + len(ts)] = (_sum_dims((p["pred_x0"] - xb).pow(2), db).reshape(len(ts), B) / D).T
+    prior = prior_kl(sched, x0, dims)
     total = prior + terms.sum(1)
-    return {"prior": prior, "terms": terms, "total": total,
-            "bits_per_dim": total / (x0[0].numel() * math.log(2)), "x0_sq_error": x0_sq_error}
+    return {"prior": prior, "terms": terms, "total": total, "dims": D,
+            "bits_per_dim": total / (D * math.log(2)), "x0_sq_error": x0_sq_error}
 
 
 def nll_bits_per_dim(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",

@@ -372,7 +372,8 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 2.0) -> tuple
 
 def rate_distortion(model, sched: D.NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",
                     decoder: str = "discretized", clip_x0: float | None = None, seed: int = 0,
-                    batch_size: int = 512, max_batch: int = 65536) -> dict[str, torch.Tensor]:
+                    batch_size: int = 512, max_batch: int = 65536,
+                    dims: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Rate against distortion along the reverse chain: the progressive-coding reading of the bound (Ho et al.
     2020, §4.3 and Fig. 5), which LDM (Rombach et al. 2022) Fig. 2 — the thesis' Fig. 1.4 — redraws.
 
@@ -388,7 +389,9 @@ def rate_distortion(model, sched: D.NoiseSchedule, x0: torch.Tensor, variance: s
 
     Both come from the same draws x_t (one per sample and step; ``seed`` and the batching are those of
     :func:`bound`, so R(0) equals its ``bits_per_dim`` exactly). Distortion is in the data's units: for pixels in
-    [−1, 1] multiply by 127.5 for Ho et al.'s and LDM's RMSE on the 0–255 scale.
+    [−1, 1] multiply by 127.5 for Ho et al.'s and LDM's RMSE on the 0–255 scale. ``dims`` (0/1, shaped like
+    ``x0``): count only those dimensions in both, D per sample (:func:`dfs.diffusion.vlb_terms`; e.g. the face
+    region of an inpainting model, :func:`dfs.swap.bound.held_out_rate_distortion`).
 
     Returns, ordered along the reverse chain (t = T, T−1, …, 0, so the rate grows): ``t`` (T+1,) the paper's step;
     ``rate`` (T+1,) the mean R(t) over the samples; ``distortion`` (T+1,) the RMSE above; and per sample
@@ -403,8 +406,8 @@ def rate_distortion(model, sched: D.NoiseSchedule, x0: torch.Tensor, variance: s
     for i in range(0, len(x0), batch_size):
         xb = x0[i:i + batch_size].to(device)
         out = D.vlb_terms(model, sched, xb, variance, decoder=decoder, generator=g, max_batch=max_batch,
-                          clip_x0=clip_x0)
-        bits = xb[0].numel() * math.log(2)
+                          clip_x0=clip_x0, dims=None if dims is None else dims[i:i + batch_size].to(device))
+        bits = out["dims"][:, None] * math.log(2)
         prior = out["prior"][:, None]
         paid = out["terms"].flip(1).cumsum(1)          # column j: Σ of the L_s with s ≥ T−1−j (code step = s)
         rates.append((torch.cat([prior, prior + paid], 1) / bits).cpu().double())

@@ -210,14 +210,18 @@ ENTRIES: tuple[Entry, ...] = (
     E("figure", "Fig. 1.3", 134, "Рис. 1.3. Алгоритмы обучения и семплирования [6]", COVERED,
       notebooks=((NB02, "3. Training an MLP"), (NB02, "4. Sampling")),
       code=("dfs.diffusion.loss_simple", "dfs.diffusion.ddpm_sample"), figures=("02_samples_ddpm_ddim",)),
-    E("figure", "Fig. 1.4", 143, "Рис. 1.4. Trade-off между сжатием и соответствующими искажениями [5]", PARTLY,
-      notebooks=((NB03, "3a. Rate against distortion along the reverse chain"), (NB04, "1. Rate, distortion and meaning")),
-      code=("dfs.elbo_study.rate_distortion", "dfs.elbo_study.curve_knee", "dfs.latent.reconstruction_quality"),
-      figures=("03_rate_distortion", "04_rate_distortion"),
+    E("figure", "Fig. 1.4", 143, "Рис. 1.4. Trade-off между сжатием и соответствующими искажениями [5]", COVERED,
+      notebooks=((NB03, "3a. Rate against distortion along the reverse chain"),
+                 (NB06, "Rate against distortion on faces"), (NB04, "1. Rate, distortion and meaning")),
+      code=("dfs.elbo_study.rate_distortion", "dfs.elbo_study.curve_knee", "dfs.swap.bound.held_out_rate_distortion",
+            "dfs.swap.bound.ConditionalEps", "dfs.latent.reconstruction_quality"),
+      figures=("03_rate_distortion", "06_face_rate_distortion", "04_rate_distortion"),
       note="LDM's own figure (its Fig. 2, after Ho et al. Fig. 5): rate (cumulative L_t, bits/dim) against the RMSE "
            "of x̂_0 along the reverse chain of notebook 03's L_simple pixel model on held-out 8×8 digits, with the "
-           "semantic/perceptual regions split at the curve's knee; next to it notebook 04's autoencoder f-sweep "
-           "(PSNR/SSIM and a classifier's accuracy against f). A face pixel model's curve is not drawn"),
+           "semantic/perceptual regions split at the curve's knee; for a face model in notebook 06: the shipped "
+           "64-px swap model (conditional, bits/dim of the face region, held-out self-reconstructions; QUICK on a "
+           "50-step respaced chain, FULL on all 1000 steps); next to it notebook 04's autoencoder f-sweep "
+           "(PSNR/SSIM and a classifier's accuracy against f)"),
     E("figure", "Fig. 1.5", 159, "Рис. 1.5. U-Net архитектура с перекрестным вниманием", PARTLY,
       notebooks=((NB04, "3. Class-conditional latent diffusion"),),
       code=("dfs.nets.build_cond_unet", "dfs.latent.capture_cross_attention"),

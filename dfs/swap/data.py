@@ -129,10 +129,19 @@ class SwapData:
     def pairs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(target indices, source indices): same person, different photos."""
         i = self._usable[torch.randint(0, len(self._usable), (batch,), generator=generator)]
+        return i, self._other_photos(i, generator)
+
+    def distinct_pairs(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`pairs`, but ``n`` *different* targets (every usable face once when there are fewer): for
+        per-image statistics, where a face drawn twice would count twice."""
+        i = self._usable[torch.randperm(len(self._usable), generator=generator)[:n]]
+        return i, self._other_photos(i, generator)
+
+    def _other_photos(self, i: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """For each target index, a uniformly drawn other photo of the same person."""
         start, count = self._start[i], self._count[i]
-        shift = 1 + (torch.rand(batch, generator=generator) * (count - 1).double()).long()   # 1 .. count-1
-        j = start + (i - start + shift) % count
-        return i, j
+        shift = 1 + (torch.rand(len(i), generator=generator) * (count - 1).double()).long()   # 1 .. count-1
+        return start + (i - start + shift) % count
 
     def __call__(self, step: int, generator: torch.Generator):
         i, j = self.pairs(self.batch_size, generator)
