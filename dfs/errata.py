@@ -26,6 +26,7 @@ from . import diffusion as D
 from . import fokker_planck as FP
 from . import toy
 from .paths import repo_root
+from .stats import mean_se
 
 DRAFT_RELATIVE = Path("thesis") / "draft_ru.txt"
 
@@ -451,7 +452,7 @@ def check_elbo_direction(sched: D.NoiseSchedule | None = None, seed: int = 0) ->
     total = out["total"]
     nll = -gmm.log_prob(x).double()
     gap = total - nll                                # L_VLB − (−log p) per sample, ≥ 0 in expectation
-    m, se = float(gap.mean()), float(gap.std() / math.sqrt(len(gap)))
+    m, se = mean_se(gap.detach().cpu())              # mean and its standard error s/√n
     mean_logp = float(-nll.mean())
     draft_gap = float(total.mean()) - mean_logp      # "lower bound on log p" would need L_VLB ≤ E log p
     return Check("E[L_VLB] − E[−log p(x_0)] (upper bound on the NLL ⇒ ≥ 0) and E[L_VLB] − E[log p(x_0)] "
