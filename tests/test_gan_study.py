@@ -1,8 +1,6 @@
 """dfs.gan_study: the verdicts of the conclusions and the claims of the difference table on constructed results,
 a tiny end-to-end study whose table has every method."""
-import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import stats

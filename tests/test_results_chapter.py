@@ -9,7 +9,6 @@ from dfs import results_chapter as rc
 from dfs.results import claim, load_tables, record
 
 
-
 def nll_table(tmp_path, simple=(5.99, 0.024), hybrid=(5.43, 0.019), notebook_claims=None):
     rows = [{"model": "L_simple", "NLL": simple[0], "NLL ± s.e.": simple[1]},
             {"model": "L_hybrid", "NLL": hybrid[0], "NLL ± s.e.": hybrid[1]},
