@@ -257,7 +257,7 @@ def final_table(result: StudyResult) -> list[dict]:
 def difference_table(result: StudyResult) -> tuple[list[dict], list[dict]]:
     """(rows, claims): per dataset, DDPM's modes minus each GAN variant's, and DDPM's high-quality fraction minus
     the best GAN's, each with Welch's 95 % interval over seeds (:func:`dfs.stats.welch_interval`) in
-    ``"difference low"``/``"difference high"``; one claim per row that the difference is above 0 (diffusion
+    ``"DDPM − GAN low"``/``"DDPM − GAN high"``; one claim per row that the difference is above 0 (diffusion
     better), judged by the results chapter from the interval (the same test as :func:`conclusions`)."""
     cfg, rows, claims = result.config, [], []
     ddpm = f"diffusion · DDPM {cfg.T}"

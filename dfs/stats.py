@@ -4,7 +4,10 @@ Plain functions over numbers (lists, numpy arrays or CPU tensors), at the bottom
 
 * :func:`mean_se`: a mean and its standard error s/√n, and :func:`paired_difference`, the same for the
   differences of paired values (two models on the same held-out digits, two swaps on the same pairs);
+* :func:`variance_se`: a sample variance and its standard error (is a variance what a formula predicts?);
 * :func:`mean_interval`: Student's t interval of a mean over a few independent values (seeds, folds);
+* :func:`prediction_interval`: where one more draw of a noisy measurement should fall (a noise floor measured on a
+  few fresh data sets, against which one measured value is read);
 * :func:`welch_interval`: Welch's t interval of a difference of two means (unpaired, unequal variances);
 * :func:`wilson_interval`: Wilson's score interval of a proportion k/n (classifier accuracy);
 * :func:`bootstrap_interval`: the percentile bootstrap interval of a statistic of n items (pairs, digits).
@@ -49,6 +52,20 @@ def paired_difference(a, b) -> tuple[float, float]:
     return mean_se(a - b)
 
 
+def variance_se(values) -> tuple[float, float]:
+    """(s², standard error of s²) of n ≥ 4 values: s² = Σ(x − x̄)²/(n − 1) and the plug-in standard error
+    √((m₄ − s⁴ (n − 3)/(n − 1)) / n), m₄ = Σ(x − x̄)⁴/n, from Var(s²) = (μ₄ − σ⁴ (n − 3)/(n − 1))/n (the variance of the
+    sample variance, e.g. Kendall & Stuart, *The Advanced Theory of Statistics* vol. 1, §10.5; for normal data it is
+    2σ⁴/(n − 1))."""
+    v = _values(values)
+    n = len(v)
+    if n < 4:
+        raise ValueError(f"a standard error of a variance needs at least 4 values, got {n}")
+    s2 = float(v.var(ddof=1))
+    m4 = float(((v - v.mean()) ** 4).mean())
+    return s2, math.sqrt(max(m4 - s2 * s2 * (n - 3) / (n - 1), 0.0) / n)
+
+
 def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): Student's t interval of the mean of n ≥ 2 independent values (seeds, folds):
     x̄ ± t_{n−1, (1+level)/2} · s/√n, s with n − 1 degrees of freedom (Student 1908; scipy.stats.t.interval).
@@ -61,6 +78,20 @@ def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     if np.all(v == v[0]):
         return m, m, m
     h = float(_scipy_stats.t.ppf((1 + level) / 2, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return m, m - h, m + h
+
+
+def prediction_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the normal-theory prediction interval for one new draw from the law of n ≥ 2 independent
+    draws: x̄ ± t_{n−1, (1+level)/2} · s · √(1 + 1/n) (Hahn & Meeker 1991, *Statistical Intervals*, ch. 4). E.g. the
+    distance a fresh data set has to a held-out one, measured on a few fresh sets: a sampler's single distance
+    outside this interval is farther from (or closer to) the data than sampling noise explains."""
+    _check_level(level)
+    v = _values(values)
+    if len(v) < 2:
+        raise ValueError(f"a prediction interval needs at least 2 values, got {len(v)}")
+    m = float(v.mean())
+    h = float(_scipy_stats.t.ppf((1 + level) / 2, len(v) - 1)) * float(v.std(ddof=1)) * math.sqrt(1 + 1 / len(v))
     return m, m - h, m + h
 
 

@@ -56,6 +56,8 @@ def test_digit_judge_tells_digits_from_noise():
     assert s["acc_low"] < s["accuracy"] < s["acc_high"]
     # the real-vs-real floor: as many real digits score about what the held-out ones do, far below noise
     floor, spread = judge.fd_floor(len(held_out), held_out)
+    draws = judge.fd_floor_draws(len(held_out), held_out)
+    assert len(draws) == 5 and (floor, spread) == (np.mean(draws), np.std(draws))   # the same draws (judge's seed)
     assert spread >= 0 and floor < 0.2 * fd_noise and abs(floor - fd_real) < 0.5 * max(floor, fd_real)
     with pytest.raises(ValueError, match="n must be"):
         judge.fd_floor(1, held_out)

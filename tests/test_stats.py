@@ -18,6 +18,32 @@ def test_mean_se_is_s_over_root_n():
         S.mean_se([1.0])
 
 
+def test_variance_se_is_the_normal_closed_form_for_normal_data():
+    x = np.random.default_rng(1).normal(0.0, 2.0, 20_000)
+    s2, se = S.variance_se(x)
+    assert s2 == pytest.approx(np.var(x, ddof=1))
+    assert se == pytest.approx(math.sqrt(2 / (len(x) - 1)) * s2, rel=0.05)       # 2σ⁴/(n − 1) for a normal law
+    # and the spread of s² over many small samples of a skewed law (exponential: μ₄ = 9, σ⁴ = 1)
+    rng = np.random.default_rng(2)
+    draws = np.array([np.var(rng.exponential(1.0, 200), ddof=1) for _ in range(4000)])
+    assert draws.std() == pytest.approx(math.sqrt((9 - 197 / 199) / 200), rel=0.1)
+    assert np.mean([S.variance_se(rng.exponential(1.0, 200))[1] for _ in range(200)]) == pytest.approx(draws.std(),
+                                                                                                     rel=0.25)
+    with pytest.raises(ValueError, match="at least 4"):
+        S.variance_se([1.0, 2.0, 3.0])
+
+
+def test_prediction_interval_covers_one_new_draw_as_often_as_it_says():
+    v = [1.0, 2.0, 3.0]                                             # s = 1, n = 3: 2 ± t_{2, .975} · √(4/3)
+    m, lo, hi = S.prediction_interval(v)
+    assert (m, lo, hi) == pytest.approx((2.0, 2 - 4.302652729911275 * math.sqrt(4 / 3), 2 + 4.302652729911275 * math.sqrt(4 / 3)))
+    rng = np.random.default_rng(3)                                  # 5 draws, then a 6th: inside 95 % of the time
+    hits = [lo <= x[5] <= hi for x in rng.normal(0, 1, (4000, 6)) for _, lo, hi in [S.prediction_interval(x[:5])]]
+    assert np.mean(hits) == pytest.approx(0.95, abs=0.015)
+    with pytest.raises(ValueError, match="at least 2"):
+        S.prediction_interval([1.0])
+
+
 def test_paired_difference_cancels_what_the_pairs_share():
     rng = np.random.default_rng(0)
     shared = rng.normal(0, 5, 400)                                # large item-to-item variation, common to a and b

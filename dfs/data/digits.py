@@ -91,16 +91,20 @@ class DigitJudge:
         ref = self.real_features if real is None else self.features(real)
         return frechet_distance(ref, self.features(x))
 
-    def fd_floor(self, n: int, real: torch.Tensor, draws: int = 5) -> tuple[float, float]:
+    def fd_floor_draws(self, n: int, real: torch.Tensor, draws: int = 5) -> list[float]:
         """The digit FD that ``n`` real digits (drawn without replacement from the judge's own) score against
-        ``real``: (mean, standard deviation) over ``draws`` draws. What a perfect generator of n samples scores."""
+        ``real``, once per draw: what a perfect generator of n samples scores, with its sampling noise."""
         from dfs.metrics import frechet_distance
 
         if not 2 <= n <= len(self.real_features):
             raise ValueError(f"n must be in [2, {len(self.real_features)}], got {n}")
         ref, rng = self.features(real), np.random.default_rng(self.seed)
-        v = [frechet_distance(ref, self.real_features[rng.choice(len(self.real_features), n, replace=False)])
-             for _ in range(draws)]
+        return [frechet_distance(ref, self.real_features[rng.choice(len(self.real_features), n, replace=False)])
+                for _ in range(draws)]
+
+    def fd_floor(self, n: int, real: torch.Tensor, draws: int = 5) -> tuple[float, float]:
+        """(mean, standard deviation) of :meth:`fd_floor_draws` over ``draws`` draws."""
+        v = self.fd_floor_draws(n, real, draws)
         return float(np.mean(v)), float(np.std(v))
 
     def predict(self, x: torch.Tensor) -> np.ndarray:
