@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import diffusion as D
+from . import stats
 
 LOSSES = ("simple", "hybrid", "vlb")
 SAMPLERS = ("ddpm_small", "ddpm_large", "ddpm_learned", "ddim")
@@ -356,12 +357,9 @@ def digit_grid(x: torch.Tensor, nrow: int = 10) -> torch.Tensor:
 
 def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 2.0) -> tuple[float, float, str]:
     """Δ = mean(a − b) over paired per-sample values (e.g. bits/dim of the same held-out digits under two models,
-    with the same noise draws), its standard error, and ``"yes"`` if Δ < −z·se (a is lower), ``"no"`` if
-    Δ > z·se, else ``"inconclusive"``."""
-    if a.shape != b.shape or a.dim() != 1 or len(a) < 2:
-        raise ValueError(f"need two paired 1-D tensors of the same length ≥ 2; got {tuple(a.shape)}, {tuple(b.shape)}")
-    d = (a - b).double()
-    delta, se = d.mean().item(), d.std().item() / math.sqrt(len(d))
+    with the same noise draws), its standard error (:func:`dfs.stats.paired_difference`), and ``"yes"`` if
+    Δ < −z·se (a is lower), ``"no"`` if Δ > z·se, else ``"inconclusive"``."""
+    delta, se = stats.paired_difference(a.detach().double().cpu(), b.detach().double().cpu())
     return delta, se, "yes" if delta < -z * se else "no" if delta > z * se else "inconclusive"
 
 
@@ -421,18 +419,16 @@ def rate_distortion(model, sched: D.NoiseSchedule, x0: torch.Tensor, variance: s
 def rate_share_below(rd: dict[str, torch.Tensor], t: int, n_boot: int = 1000, seed: int = 0,
                      level: float = 0.95) -> dict[str, float]:
     """The share of the whole rate that the last t steps cost, (R(0) − R(t))/R(0), from a :func:`rate_distortion`
-    result, with a percentile bootstrap interval over its samples (rows resampled, ratio of means recomputed),
-    and the distortion Dist(t) still left when those bits start (data units, with its delta-method standard
-    error √Var(‖x_0 − x̂_0‖²/D)/(2 Dist √B))."""
+    result, with a percentile bootstrap interval over its samples (rows resampled, ratio of means recomputed;
+    :func:`dfs.stats.bootstrap_interval`), and the distortion Dist(t) still left when those bits start (data units,
+    with its delta-method standard error √Var(‖x_0 − x̂_0‖²/D)/(2 Dist √B))."""
     steps = rd["t"].tolist()
     if t not in steps:
         raise ValueError(f"t = {t} is not a step of this chain (0 … {steps[0]})")
     j = steps.index(t)
     R, S = rd["rate_per_sample"], rd["sq_error_per_sample"]
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(R), (n_boot, len(R)), generator=g)
-    boot = 1 - R[idx, j].mean(1) / R[idx, -1].mean(1)
-    lo, hi = torch.quantile(boot, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=boot.dtype)).tolist()
+    lo, hi = stats.bootstrap_interval(R[:, [j, -1]].double().cpu(), n_boot, level, seed,
+                                      statistic=lambda r: 1 - r[..., 0].mean(1) / r[..., 1].mean(1))
     dist = S[:, j].mean().sqrt().item()
     dist_se = S[:, j].std().item() / (2 * dist * math.sqrt(len(S))) if dist > 0 else 0.0
     return {"t": t, "share": 1 - (R[:, j].mean() / R[:, -1].mean()).item(), "low": lo, "high": hi,

@@ -7,14 +7,13 @@ there (``tests/test_errata.py`` finds it at that line), what is wrong, the corre
 form, whether each passes, and how much the slip matters in numbers). ``ERRATA`` lists them in the order of the
 draft; :func:`errata_table` runs the checks, :func:`errata_markdown` renders the result for a notebook.
 
-The draft is found by :func:`draft_path` (``DFS_SHARED``, else ``<repo>/../shared``); the checks do not need it,
+The draft is found by :func:`dfs.paths.draft_path` (``DFS_SHARED``, else ``<repo>/../shared``); the checks do not need it,
 :func:`verify_quotes` does. Timesteps in the code are 0-based as in :mod:`dfs.diffusion`: code step t is the
 paper's step t + 1.
 """
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,27 +24,8 @@ import torch
 from . import diffusion as D
 from . import fokker_planck as FP
 from . import toy
-from .paths import repo_root
-
-DRAFT_RELATIVE = Path("thesis") / "draft_ru.txt"
-
-
-def draft_path() -> Path:
-    """``$DFS_SHARED/thesis/draft_ru.txt``, else ``<repo>/../shared/thesis/draft_ru.txt`` (CI: the clone sits at
-    ``<x>/main`` with ``<x>/shared`` beside it). The path is returned whether or not the file exists."""
-    shared = os.environ.get("DFS_SHARED")
-    base = Path(shared) if shared else repo_root().parent / "shared"
-    return (base / DRAFT_RELATIVE).resolve()
-
-
-def draft_lines(path: Path | None = None) -> list[str]:
-    """The draft's lines (index 0 is line 1), read as UTF-8; a clear error when the file is absent."""
-    path = Path(path) if path else draft_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"the thesis draft is not at {path}: set DFS_SHARED to the folder holding "
-                                f"{DRAFT_RELATIVE}")
-    return path.read_text(encoding="utf-8").split("\n")
-
+from .paths import draft_lines
+from .stats import mean_se
 
 # ----------------------------------------------------------------------------------------------------------
 # Entries and checks
@@ -451,7 +431,7 @@ def check_elbo_direction(sched: D.NoiseSchedule | None = None, seed: int = 0) ->
     total = out["total"]
     nll = -gmm.log_prob(x).double()
     gap = total - nll                                # L_VLB − (−log p) per sample, ≥ 0 in expectation
-    m, se = float(gap.mean()), float(gap.std() / math.sqrt(len(gap)))
+    m, se = mean_se(gap.detach().cpu())              # mean and its standard error s/√n
     mean_logp = float(-nll.mean())
     draft_gap = float(total.mean()) - mean_logp      # "lower bound on log p" would need L_VLB ≤ E log p
     return Check("E[L_VLB] − E[−log p(x_0)] (upper bound on the NLL ⇒ ≥ 0) and E[L_VLB] − E[log p(x_0)] "

@@ -9,18 +9,18 @@ that into one row per method with 95 % intervals over seeds, and :func:`conclusi
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from . import diffusion as D
 from . import gan as G
 from . import toy
+from .results import claim
+from .stats import mean_interval, welch_interval
 
 MIXTURES = {"eight_gaussians": toy.eight_gaussians_gmm, "grid25": toy.grid_gmm}
 TITLES = {"eight_gaussians": "8 Gaussians (ring)", "grid25": "5×5 grid"}
@@ -65,27 +65,6 @@ class StudyResult:
     floor: dict = field(default_factory=dict)      # dataset -> data-vs-data numbers
     cpu_seconds: dict = field(default_factory=dict)  # method -> training CPU seconds (all members)
     n_params: dict = field(default_factory=dict)
-
-
-def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t interval over seeds (0 half-width for one value or no spread)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2 or np.all(v == v[0]):
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
-def diff_ci(a, b, level: float = 0.95) -> tuple[float, float, float]:
-    """mean(a) − mean(b) with Welch's t interval (lo, hi); exact (lo = hi) when neither varies."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    d = a.mean() - b.mean()
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return float(d), float(d), float(d)
-    dof = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
-    h = stats.t.ppf(0.5 + level / 2, dof) * se
-    return float(d), float(d - h), float(d + h)
 
 
 def evaluate(gmm: toy.GaussianMixture, x: torch.Tensor, held_out: torch.Tensor, n_mmd: int) -> dict:
@@ -245,32 +224,64 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> StudyResult:
 
 
 def final_table(result: StudyResult) -> list[dict]:
-    """One row per dataset and method (the data floor first): mean ± 95 % t-interval over seeds."""
+    """One row per dataset and method (the data floor first): each metric's mean over seeds with its 95 % Student-t
+    interval (:func:`dfs.stats.mean_interval`) in ``"<metric> low"``/``"<metric> high"``, the columns the results
+    chapter reads."""
     cfg, rows = result.config, []
 
-    def fmt(values, scale=1.0, digits=2, style="f"):
+    def cells(column, values, scale=1.0):
         if values is None:
-            return "—"
-        m, h = mean_ci(np.asarray(values, dtype=float) * scale)
-        return f"{m:.{digits}{style}} ± {h:.{digits}{style}}"
+            return {column: None, f"{column} low": None, f"{column} high": None}
+        m, lo, hi = mean_interval(np.asarray(values, dtype=float) * scale)
+        return {column: m, f"{column} low": lo, f"{column} high": hi}
 
     for d in cfg.datasets:
         k = MIXTURES[d]().n_components
         fl = result.floor[d]
-        rows.append({"data": TITLES[d], "method": "data (fresh draws)", "modes": f"{fmt(fl['modes'], digits=1)} / {k}",
-                     "high-quality": fmt(fl["hq"], digits=3), "MMD² ×1e3": fmt(fl["mmd"], 1e3),
-                     "mode drops [12]": "—", "forgotten [12]": "—", "‖∇D‖ at G(z)": "—", "network evals": "—",
-                     "CPU ms / 1000 pts": "—", "ref.": ""})
+        rows.append({"data": TITLES[d], "method": "data (fresh draws)", **cells("modes", fl["modes"]), "of K modes": k,
+                     **cells("high-quality", fl["hq"]), **cells("MMD² ×1e3", fl["mmd"], 1e3),
+                     **cells("mode drops [12]", None), **cells("forgotten [12]", None),
+                     **cells("‖∇D‖ at G(z)", None), "network evals": None, "CPU ms / 1000 pts": None, "ref.": ""})
         for (dd, method), f in result.finals.items():
             if dd != d:
                 continue
             cite = G.VARIANTS[method].cite if method in G.VARIANTS else "Ho et al. 2020; Song et al. 2021"
-            rows.append({"data": TITLES[d], "method": method, "modes": f"{fmt(f['modes'], digits=1)} / {k}",
-                         "high-quality": fmt(f["hq"], digits=3), "MMD² ×1e3": fmt(f["mmd"], 1e3),
-                         "mode drops [12]": fmt(f["drops"], digits=1), "forgotten [12]": fmt(f["forgotten"], digits=1),
-                         "‖∇D‖ at G(z)": fmt(f["grad_fake"], digits=3, style="g"), "network evals": f["nfe"],
-                         "CPU ms / 1000 pts": f"{1e3 * f['cpu_per_1000']:.3g}", "ref.": cite})
+            rows.append({"data": TITLES[d], "method": method, **cells("modes", f["modes"]), "of K modes": k,
+                         **cells("high-quality", f["hq"]), **cells("MMD² ×1e3", f["mmd"], 1e3),
+                         **cells("mode drops [12]", f["drops"]), **cells("forgotten [12]", f["forgotten"]),
+                         **cells("‖∇D‖ at G(z)", f["grad_fake"]), "network evals": f["nfe"],
+                         "CPU ms / 1000 pts": 1e3 * f["cpu_per_1000"], "ref.": cite})
     return rows
+
+
+def difference_table(result: StudyResult) -> tuple[list[dict], list[dict]]:
+    """(rows, claims): per dataset, DDPM's modes minus each GAN variant's, and DDPM's high-quality fraction minus
+    the best GAN's, each with Welch's 95 % interval over seeds (:func:`dfs.stats.welch_interval`) in
+    ``"DDPM − GAN low"``/``"DDPM − GAN high"``; one claim per row that the difference is above 0 (diffusion
+    better), judged by the results chapter from the interval (the same test as :func:`conclusions`)."""
+    cfg, rows, claims = result.config, [], []
+    ddpm = f"diffusion · DDPM {cfg.T}"
+    for d in cfg.datasets:
+        ref = result.finals[d, ddpm]
+        gans = {m: f for (dd, m), f in result.finals.items() if dd == d and m in G.VARIANTS}
+        pairs = [("modes", "modes", m, f"diffusion covers more modes than {m}") for m in gans]
+        if gans:
+            best = max(gans, key=lambda m: np.mean(gans[m]["hq"]))
+            pairs.append(("hq", "high-quality fraction", best,
+                          f"diffusion's samples are closer to the modes than the best GAN's ({best})"))
+        for key, label, m, text in pairs:
+            est, lo, hi = welch_interval(ref[key], gans[m][key])
+            row = f"{TITLES[d]}: {label}, DDPM {cfg.T} − {m}"
+            rows.append({"difference": row, "DDPM − GAN": est, "DDPM − GAN low": lo, "DDPM − GAN high": hi,
+                         "seeds": len(ref[key])})
+            claims.append(claim(f"{TITLES[d]}: {text}", row=row, column="DDPM − GAN", better="higher", versus=0.0))
+    return rows, claims
+
+
+def _show(values, spec: str) -> str:
+    """"mean [low, high]" of a metric over seeds (its 95 % Student-t interval)."""
+    m, lo, hi = mean_interval(values)
+    return f"{m:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def conclusions(result: StudyResult) -> list[str]:
@@ -285,29 +296,27 @@ def conclusions(result: StudyResult) -> list[str]:
         for m, f in diff_rows.items():
             full = sum(v == k for v in f["modes"])
             out.append(f"{title}: {m} covers all {k} modes in {full} of {len(f['modes'])} seeds "
-                       f"(modes {mean_ci(f['modes'])[0]:.1f} ± {mean_ci(f['modes'])[1]:.1f}; high-quality "
-                       f"{mean_ci(f['hq'])[0]:.3f} ± {mean_ci(f['hq'])[1]:.3f}).")
+                       f"(modes {_show(f['modes'], '.1f')}; high-quality {_show(f['hq'], '.3f')}).")
         ref = diff_rows[ddpm]
         holds = all(v == k for v in ref["modes"])
         for m, f in gans.items():
-            est, lo, hi = diff_ci(ref["modes"], f["modes"])
+            est, lo, hi = welch_interval(ref["modes"], f["modes"])
             verdict = ("diffusion covers more modes" if lo > 0 else "the GAN covers more modes" if hi < 0
                        else "inconclusive")
-            drops = mean_ci(f["drops"])
             out.append(f"{title}: modes(DDPM) − modes({m}) = {est:+.1f} [{lo:+.1f}, {hi:+.1f}] → {verdict}; "
-                       f"{m} dropped a covered mode {drops[0]:.1f} ± {drops[1]:.1f} times per run "
+                       f"{m} dropped a covered mode {_show(f['drops'], '.1f')} times per run "
                        f"({sum(x > 0 for x in f['drops'])} of {len(f['drops'])} runs dropped one at least once; "
                        f"{sum(x > 0 for x in f['forgotten'])} ended without a mode they had covered).")
         complete = [m for m, f in gans.items() if all(v == k for v in f["modes"])]
         out.append(f"{title}: GAN variants covering all {k} modes in every seed: "
                    f"{', '.join(complete) if complete else 'none'}.")
         best = max(gans, key=lambda m: np.mean(gans[m]["hq"]))
-        est, lo, hi = diff_ci(ref["hq"], gans[best]["hq"])
+        est, lo, hi = welch_interval(ref["hq"], gans[best]["hq"])
         tag = ("diffusion's samples are closer to the modes" if lo > 0 else
                f"{best}'s samples are closer to the modes" if hi < 0 else "inconclusive")
         out.append(f"{title}: high-quality fraction, DDPM − the best GAN ({best}) = {est:+.3f} [{lo:+.3f}, {hi:+.3f}] "
                    f"→ {tag} (data itself: {np.mean(result.floor[d]['hq']):.3f}).")
-        worse = [m for m, f in gans.items() if diff_ci(ref["modes"], f["modes"])[1] > 0]
+        worse = [m for m, f in gans.items() if welch_interval(ref["modes"], f["modes"])[1] > 0]
         if holds and worse:
             verdict = (f"holds here: every DDPM run covers all {k} modes, and it covers significantly more than "
                        f"{', '.join(worse)}")
@@ -322,8 +331,8 @@ def conclusions(result: StudyResult) -> list[str]:
                    f"{1e3 * np.mean([f['cpu_per_1000'] for f in gans.values()]):.2f} (×{cost:.0f}).")
         for k_steps in cfg.ddim_steps:
             f = diff_rows[f"diffusion · DDIM {k_steps}"]
-            est, lo, hi = diff_ci(f["hq"], ref["hq"])
+            est, lo, hi = welch_interval(f["hq"], ref["hq"])
             tag = "lower" if hi < 0 else "higher" if lo > 0 else "indistinguishable (inconclusive)"
             out.append(f"{title}: DDIM {k_steps} ({k_steps} evaluations) vs DDPM {cfg.T}: high-quality fraction "
-                       f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}] → {tag}; modes {mean_ci(f['modes'])[0]:.1f} of {k}.")
+                       f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}] → {tag}; modes {np.mean(f['modes']):.1f} of {k}.")
     return out

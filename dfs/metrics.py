@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from dfs.faces.identity_chips import FaceEmbedder  # noqa: F401  (judging and swapping embed alike)
+from dfs.stats import bootstrap_interval
 
 # ---------------------------------------------------------------------------------------------------------------
 # head pose from 68 landmarks
@@ -480,7 +481,7 @@ def summarise(scores: Sequence[TripleScores], real_embeddings: np.ndarray | None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# uncertainty over pairs: percentile bootstrap intervals and paired differences
+# uncertainty over pairs: percentile bootstrap intervals (dfs.stats.bootstrap_interval) and paired differences
 
 # the per-pair value behind each summary metric (None: not defined for that pair, e.g. no face in the result)
 PER_PAIR = {
@@ -492,21 +493,6 @@ PER_PAIR = {
     "expression_error": lambda s: s.expression_error,
     "face_found": lambda s: float(s.result_face_found),
 }
-
-
-def bootstrap_interval(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """The percentile bootstrap interval of the mean of ``values`` (Efron & Tibshirani 1993, §13.3): resample the
-    n values with replacement ``n_boot`` times and take the (1 − level)/2 and (1 + level)/2 quantiles of the
-    resampled means.  ``None`` values are dropped first."""
-    v = np.asarray([x for x in values if x is not None], np.float64)
-    if len(v) == 0:
-        raise ValueError("no values to bootstrap")
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"level must be in (0, 1) and n_boot >= 1, got {level}, {n_boot}")
-    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
-    means = v[idx].mean(1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def intervals(scores: Sequence[TripleScores], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:

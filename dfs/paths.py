@@ -1,4 +1,5 @@
-"""Where the project's folders are: the repository root (for notebooks/ and figures/) and the data setting."""
+"""Where the project's folders are: the repository root (for notebooks/ and figures/), the data setting and the
+thesis draft (outside the repository, in the shared folder)."""
 from __future__ import annotations
 
 import os
@@ -42,3 +43,24 @@ def cache_dir() -> Path:
         return Path(platformdirs.user_cache_dir("dfs", appauthor=False))
     except ImportError:
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "dfs"
+
+
+DRAFT_RELATIVE = Path("thesis") / "draft_ru.txt"
+
+
+def draft_path() -> Path:
+    """The thesis draft: ``$DFS_SHARED/thesis/draft_ru.txt``, else ``<repo>/../shared/thesis/draft_ru.txt`` (CI: the
+    clone sits at ``<x>/main`` with ``<x>/shared`` beside it). The path is returned whether or not the file exists:
+    the draft is not part of the repository."""
+    shared = os.environ.get("DFS_SHARED")
+    base = Path(shared) if shared else repo_root().parent / "shared"
+    return (base / DRAFT_RELATIVE).resolve()
+
+
+def draft_lines(path: str | os.PathLike | None = None) -> list[str]:
+    """The draft's lines (index 0 is line 1), read as UTF-8; FileNotFoundError naming where it was looked for."""
+    path = Path(path) if path is not None else draft_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"the thesis draft is not at {path}: set DFS_SHARED to the shared folder that holds "
+                                f"{DRAFT_RELATIVE.as_posix()}")
+    return path.read_text(encoding="utf-8").split("\n")

@@ -18,7 +18,6 @@ table per result (``figures/results/tex/<name>.tex``, plus ``verdicts.tex``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -38,20 +37,6 @@ SUPPORTED, REFUTED, INCONCLUSIVE, NOT_JUDGED, NOT_MEASURED = ("supported", "refu
 
 
 # ---- intervals and verdicts ----------------------------------------------------------------------------------
-def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): Student-t interval of the mean of a few independent values (e.g. per-fold AUCs):
-    mean ± t_{n−1, (1+level)/2} · s/√n, s with n − 1 degrees of freedom. Needs n ≥ 2."""
-    from scipy import stats
-
-    v = [float(x) for x in values]
-    if len(v) < 2:
-        raise ValueError(f"an interval of the mean needs at least 2 values, got {len(v)}")
-    n, m = len(v), sum(v) / len(v)
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (n - 1))
-    h = float(stats.t.ppf((1 + level) / 2, n - 1)) * s / math.sqrt(n)
-    return m, m - h, m + h
-
-
 def interval(table: dict, row: str, column: str) -> tuple[float | None, float | None, float | None]:
     """(value, low, high) of ``row`` (first-column value) in ``column``; low/high from ``"<column> low"``/
     ``"<column> high"``, or value ± 1.96 · ``"<column> ± s.e."``; (value, None, None) when the table records no

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import repo_root
+from .paths import draft_lines, draft_path, repo_root
 
 COVERED, PARTLY, NOT_COVERED = "covered", "partly", "not covered"
 STATUSES = (COVERED, PARTLY, NOT_COVERED)
@@ -327,23 +327,6 @@ ENTRIES: tuple[Entry, ...] = (
 
 
 # ---- lookup and checks ---------------------------------------------------------------------------------------
-def draft_path() -> Path:
-    """``$DFS_SHARED/thesis/draft_ru.txt`` when ``DFS_SHARED`` is set, else ``<repo>/../shared/thesis/draft_ru.txt``
-    (it may not exist: the draft is not part of the repository)."""
-    shared = os.environ.get("DFS_SHARED")
-    base = Path(shared) if shared else Path(repo_root()).parent / "shared"
-    return base / "thesis" / "draft_ru.txt"
-
-
-def draft_lines(path: str | os.PathLike | None = None) -> list[str]:
-    """The draft's lines (index 0 is line 1); FileNotFoundError naming where it was looked for."""
-    path = Path(path) if path is not None else draft_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"the thesis draft is not at {path}: set DFS_SHARED to the shared folder that holds "
-                                "thesis/draft_ru.txt")
-    return path.read_text(encoding="utf-8").splitlines()
-
-
 def resolve(dotted: str):
     """Import ``dfs.module.attr.attr`` and return the object; ImportError/AttributeError say which part failed."""
     parts = dotted.split(".")

@@ -401,6 +401,12 @@ def train_toy(data="gmm", sched: NoiseSchedule | None = None, steps: int = 2000,
 # ----------------------------------------------------------------------------------------------------------
 
 
+def langevin_step(score_fn: ScoreFn, x: torch.Tensor, step_size: float, z: torch.Tensor) -> torch.Tensor:
+    """One step of unadjusted Langevin dynamics with the noise ``z`` ~ N(0, I) given (thesis App. 2; Welling & Teh
+    2011 eq. 4): x + (δ/2) ∇_x log p(x) + √δ · z, δ = ``step_size``. :func:`langevin` iterates it."""
+    return x + 0.5 * step_size * score_fn(x) + math.sqrt(step_size) * z
+
+
 def langevin(score_fn: ScoreFn, x: torch.Tensor, step_size: float, n_steps: int,
              generator: torch.Generator | None = None, return_trajectory: bool = False):
     """Unadjusted Langevin dynamics (thesis App. 2; Welling & Teh 2011 eq. 4; Song & Ermon 2019 eq. 4):
@@ -417,10 +423,9 @@ def langevin(score_fn: ScoreFn, x: torch.Tensor, step_size: float, n_steps: int,
     if not isinstance(n_steps, int) or n_steps < 0:
         raise ValueError(f"n_steps must be an integer ≥ 0, got {n_steps!r}")
     traj = [x] if return_trajectory else None
-    sqrt_d = math.sqrt(step_size)
     for _ in range(n_steps):
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        x = x + 0.5 * step_size * score_fn(x) + sqrt_d * z
+        x = langevin_step(score_fn, x, step_size, z)
         if traj is not None:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x

@@ -8,9 +8,9 @@ from dfs.data.digits import (
     DigitJudge,
     batch_sampler,
     digits_images,
-    proportion_interval,
     to_8x8,
 )
+from dfs.stats import wilson_interval
 
 
 def test_digits_images_are_sklearn_digits_scaled_to_minus1_1():
@@ -44,6 +44,9 @@ def test_digit_judge_tells_digits_from_noise():
     held_out, labels = x[1400:], y[1400:]
     assert judge.accuracy(held_out, labels) > 0.85
     assert judge.accuracy(held_out, (labels + 1) % 10) < 0.1
+    acc, lo, hi = judge.accuracy_interval(held_out, labels)     # the accuracy and its Wilson interval over 397 digits
+    assert acc == judge.accuracy(held_out, labels) and lo < acc < hi
+    assert (lo, hi) == wilson_interval(round(acc * len(labels)), len(labels))
     noise = torch.rand(len(held_out), 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     fd_real, fd_noise = judge.fd(held_out), judge.fd(noise)
     assert fd_real < 0.2 * fd_noise
@@ -53,17 +56,8 @@ def test_digit_judge_tells_digits_from_noise():
     assert s["acc_low"] < s["accuracy"] < s["acc_high"]
     # the real-vs-real floor: as many real digits score about what the held-out ones do, far below noise
     floor, spread = judge.fd_floor(len(held_out), held_out)
+    draws = judge.fd_floor_draws(len(held_out), held_out)
+    assert len(draws) == 5 and (floor, spread) == (np.mean(draws), np.std(draws))   # the same draws (judge's seed)
     assert spread >= 0 and floor < 0.2 * fd_noise and abs(floor - fd_real) < 0.5 * max(floor, fd_real)
     with pytest.raises(ValueError, match="n must be"):
         judge.fd_floor(1, held_out)
-
-
-@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (93, 100), (200, 200), (1, 1)])
-def test_wilson_interval_matches_scipy(k, n):
-    from scipy.stats import binomtest
-    ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
-    np.testing.assert_allclose(proportion_interval(k, n), (ref.low, ref.high), atol=1e-12)
-    lo, hi = proportion_interval(k, n, level=0.5)
-    assert proportion_interval(k, n)[0] <= lo <= hi <= proportion_interval(k, n)[1]
-    with pytest.raises(ValueError):
-        proportion_interval(n + 1, n)

@@ -7,17 +7,17 @@ import torch
 
 from dfs import diffusion as D
 from dfs import errata as E
-from dfs.paths import repo_root
+from dfs.paths import draft_lines, draft_path, repo_root
 
 CHECKED = [e for e in E.ERRATA if e.check is not None]
 LINEAR = D.NoiseSchedule.from_name("linear", 1000)
 
 
 def _draft_lines():
-    path = E.draft_path()
+    path = draft_path()
     if not path.is_file():
         pytest.skip(f"the thesis draft is not at {path} (set DFS_SHARED to the folder holding thesis/draft_ru.txt)")
-    return E.draft_lines(path)
+    return draft_lines(path)
 
 
 def test_the_errata_cover_the_draft():
@@ -59,11 +59,11 @@ def test_corrected_form_passes_and_draft_form_fails(entry):
 
 def test_draft_path_honours_dfs_shared(monkeypatch, tmp_path):
     monkeypatch.setenv("DFS_SHARED", str(tmp_path))
-    assert E.draft_path() == (tmp_path / "thesis" / "draft_ru.txt").resolve()
+    assert draft_path() == (tmp_path / "thesis" / "draft_ru.txt").resolve()
     with pytest.raises(FileNotFoundError, match="DFS_SHARED"):
-        E.draft_lines()
+        draft_lines()
     monkeypatch.delenv("DFS_SHARED")
-    assert E.draft_path() == (repo_root().parent / "shared" / "thesis" / "draft_ru.txt").resolve()
+    assert draft_path() == (repo_root().parent / "shared" / "thesis" / "draft_ru.txt").resolve()
 
 
 # ---- the checks measure what they claim -----------------------------------------------------------------

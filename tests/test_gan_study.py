@@ -1,28 +1,13 @@
-"""dfs.gan_study: intervals against scipy, the verdicts of the conclusions on constructed results, a tiny end-to-end
-study whose table has every method."""
-import math
+"""dfs.gan_study: the verdicts of the conclusions and the claims of the difference table on constructed results,
+a tiny end-to-end study whose table has every method."""
 
-import numpy as np
 import pytest
 import torch
 from scipy import stats
 
 from dfs import gan, gan_study, toy
-
-
-def test_mean_ci_is_the_student_t_interval():
-    m, h = gan_study.mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and h == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))
-    assert gan_study.mean_ci([8, 8, 8]) == (8.0, 0.0)
-
-
-def test_diff_ci_is_welchs_interval():
-    a, b = [3.0, 5.0, 4.0, 6.0], [1.0, 1.5, 3.0]
-    d, lo, hi = gan_study.diff_ci(a, b)
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    assert d == pytest.approx(np.mean(a) - np.mean(b))
-    assert (lo, hi) == pytest.approx((ci.low, ci.high))
-    assert gan_study.diff_ci([8, 8], [2, 2]) == (6.0, 6.0, 6.0)
+from dfs.results import make_table
+from dfs.results_chapter import INCONCLUSIVE, SUPPORTED, judge
 
 
 def test_matched_hidden_matches_the_parameter_count():
@@ -57,6 +42,19 @@ def test_conclusions_give_a_verdict_only_when_the_interval_allows_one():
     assert "does not hold here" in text
 
 
+def test_difference_table_claims_what_the_welch_interval_supports():
+    rows, claims = gan_study.difference_table(_result([8, 8, 8], [2, 3, 2]))
+    assert [r["difference"] for r in rows] == ["8 Gaussians (ring): modes, DDPM 1000 − NS-GAN",
+                                               "8 Gaussians (ring): high-quality fraction, DDPM 1000 − NS-GAN"]
+    d, lo, hi = (rows[0][c] for c in ("DDPM − GAN", "DDPM − GAN low", "DDPM − GAN high"))
+    ci = stats.ttest_ind([8, 8, 8], [2, 3, 2], equal_var=False).confidence_interval(0.95)
+    assert d == pytest.approx(8 - 7 / 3) and (lo, hi) == pytest.approx((ci.low, ci.high))
+    table = make_table("t", rows, "c", claims=claims, notebook="02b", quick=True, seed=0, device="cpu", commit="x")
+    assert [judge(c, table).verdict for c in claims] == [SUPPORTED, INCONCLUSIVE]   # equal hq: 0 difference
+    rows, claims = gan_study.difference_table(_result([8, 8, 8], [8, 5, 8]))
+    assert judge(claims[0], make_table("t", rows, "c", claims=claims, commit="x")).verdict == INCONCLUSIVE
+
+
 def test_a_tiny_study_runs_end_to_end_with_every_method_in_its_table():
     torch.set_num_threads(1)
     cfg = gan_study.StudyConfig(datasets=("eight_gaussians",), seeds=2, steps=20, eval_every=10, shown_steps=(20,),
@@ -65,7 +63,7 @@ def test_a_tiny_study_runs_end_to_end_with_every_method_in_its_table():
     rows = gan_study.final_table(r)
     methods = [row["method"] for row in rows]
     assert methods == ["data (fresh draws)", *gan.VARIANTS, "diffusion · DDPM 1000", "diffusion · DDIM 10"]
-    assert rows[0]["modes"].startswith("8.0 ± 0.0")
+    assert (rows[0]["modes"], rows[0]["modes low"], rows[0]["modes high"]) == (8.0, 8.0, 8.0)   # data: all 8 modes
     for name in gan.VARIANTS:
         c = r.curves["eight_gaussians", name]
         assert c["steps"] == [10, 20] and c["modes"].shape == (2, 2) and c["covered"].shape == (2, 2, 8)

@@ -341,18 +341,6 @@ def test_face_embedder_gives_other_encoders_arcface_crops(analyzer):
 # bootstrap intervals and paired differences
 
 
-def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
-    rng = np.random.default_rng(0)
-    x = rng.normal(2.0, 1.0, 400)
-    lo, hi = M.bootstrap_interval(x, n_boot=4000, seed=1)
-    se = x.std() / math.sqrt(len(x))
-    assert lo < x.mean() < hi
-    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.1)     # percentile interval ≈ mean ± 1.96 SE
-    assert M.bootstrap_interval([3.0, 3.0, None, 3.0]) == (3.0, 3.0)  # constant values; None dropped
-    with pytest.raises(ValueError, match="no values"):
-        M.bootstrap_interval([None])
-
-
 def _score(cos, rank, pose, found=True):
     return M.TripleScores(cos, 0.8, rank, pose if found else None, None, None, None, None, found)
 

@@ -1,15 +1,12 @@
 """The results chapter: verdicts from intervals, dfs eval reports as tables, and the chapter written from tables
 recorded in a temporary folder (as notebooks 01-08 do inside `dfs reproduce`)."""
 import json
-import math
 
 import pytest
-from scipy import stats
 
 from dfs import figures
 from dfs import results_chapter as rc
 from dfs.results import claim, load_tables, record
-
 
 
 def nll_table(tmp_path, simple=(5.99, 0.024), hybrid=(5.43, 0.019), notebook_claims=None):
@@ -71,15 +68,6 @@ def test_record_checks_claims_against_rows_and_columns(tmp_path, context):
         nll_table(tmp_path, notebook_claims=[claim("x", "L_hybrid", "bits", "lower")])
     with pytest.raises(ValueError, match="better"):
         claim("x", "a", "b", "smaller")
-
-
-def test_mean_interval_is_students_t():
-    m, lo, hi = rc.mean_interval([1.0, 2.0, 3.0])
-    h = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)     # s = 1 with n - 1 degrees of freedom
-    assert (m, lo, hi) == pytest.approx((2.0, 2.0 - h, 2.0 + h))
-    assert h == pytest.approx(4.302652729911275 / math.sqrt(3))
-    with pytest.raises(ValueError, match="at least 2"):
-        rc.mean_interval([1.0])
 
 
 def eval_summary(diff=(-0.07, -0.18, 0.04)):

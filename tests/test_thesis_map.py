@@ -5,15 +5,16 @@ import re
 import pytest
 
 from dfs import thesis_map as tm
+from dfs.paths import draft_lines, draft_path
 
 
 @pytest.fixture(scope="module")
 def draft():
-    path = tm.draft_path()
+    path = draft_path()
     if not path.is_file():
         pytest.skip(f"the thesis draft is not at {path} (it is not in the repository; set DFS_SHARED to the shared "
                     "folder holding thesis/draft_ru.txt)")
-    return tm.draft_lines(path)
+    return draft_lines(path)
 
 
 @pytest.mark.parametrize("entry", tm.ENTRIES, ids=lambda e: f"{e.label}@{e.line}")

@@ -12,8 +12,8 @@ from scipy import stats
 
 from dfs.diffusion import NoiseSchedule, ddim_sample, ddpm_sample, loss_simple, q_sample
 from dfs.toy import (DATASETS, GaussianMixture, MLPEpsModel, default_gmm, eight_gaussians_gmm, eps_error_per_t,
-                     eps_to_score, exact_eps_model, grid_points, langevin, make_toy, mmd_rbf, sinusoidal_embedding,
-                     sliced_wasserstein, train_toy)
+                     eps_to_score, exact_eps_model, grid_points, langevin, langevin_step, make_toy, mmd_rbf,
+                     sinusoidal_embedding, sliced_wasserstein, train_toy)
 
 
 def gen(seed=0):
@@ -175,6 +175,17 @@ def test_langevin_noise_has_std_sqrt_delta():
     # and on N(0, 1) (score −x) the drift is δ/2·score: the chain's stationary variance is 1/(1 − δ/4)
     x = langevin(lambda x: -x, torch.zeros(100_000, 1), step_size=0.2, n_steps=100, generator=gen(1))
     assert abs(x.var().item() - 1 / (1 - 0.2 / 4)) < 0.02
+
+
+def test_langevin_is_its_step_iterated():
+    """langevin_step is x + (δ/2)·score + √δ·z with the noise given; langevin draws z from its generator and steps."""
+    x, z = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 0.25]])
+    assert torch.allclose(langevin_step(lambda x: -x, x, 0.04, z), torch.tensor([[0.98 + 0.1, -1.96 + 0.05]]))
+    x0, g = torch.randn(5, 2, generator=gen(3)), gen(4)
+    by_hand = x0
+    for _ in range(3):
+        by_hand = langevin_step(lambda x: -x, by_hand, 0.1, torch.randn(5, 2, generator=g))
+    assert torch.equal(langevin(lambda x: -x, x0, step_size=0.1, n_steps=3, generator=gen(4)), by_hand)
 
 
 def test_langevin_rejects_bad_step():

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dfs.stats import wilson_interval
+
 N_CLASSES = 10
 
 
@@ -50,22 +52,6 @@ def batch_sampler(*tensors: torch.Tensor, batch_size: int):
 def to_8x8(x: torch.Tensor) -> np.ndarray:
     """Images (N, 1, S, S) in [−1, 1] back to the digits' native 8 × 8 grid (area average), flattened (N, 64)."""
     return F.adaptive_avg_pool2d(x.detach().float().cpu().clamp(-1, 1), 8).flatten(1).numpy().astype(np.float64)
-
-
-def proportion_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion k/n (Wilson 1927; Agresti & Coull 1998, eq. 2):
-    (p̂ + z²/2n ± z √(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n), z the (1 + level)/2 normal quantile. Unlike p̂ ± z·s.e.
-    it stays inside [0, 1] and is not zero-width at k = 0 or k = n."""
-    from scipy.stats import norm
-
-    if not (0 <= k <= n and n > 0):
-        raise ValueError(f"need 0 ≤ k ≤ n and n > 0, got k={k}, n={n}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    z, p = float(norm.ppf((1 + level) / 2)), k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 class DigitJudge:
@@ -105,16 +91,20 @@ class DigitJudge:
         ref = self.real_features if real is None else self.features(real)
         return frechet_distance(ref, self.features(x))
 
-    def fd_floor(self, n: int, real: torch.Tensor, draws: int = 5) -> tuple[float, float]:
+    def fd_floor_draws(self, n: int, real: torch.Tensor, draws: int = 5) -> list[float]:
         """The digit FD that ``n`` real digits (drawn without replacement from the judge's own) score against
-        ``real``: (mean, standard deviation) over ``draws`` draws. What a perfect generator of n samples scores."""
+        ``real``, once per draw: what a perfect generator of n samples scores, with its sampling noise."""
         from dfs.metrics import frechet_distance
 
         if not 2 <= n <= len(self.real_features):
             raise ValueError(f"n must be in [2, {len(self.real_features)}], got {n}")
         ref, rng = self.features(real), np.random.default_rng(self.seed)
-        v = [frechet_distance(ref, self.real_features[rng.choice(len(self.real_features), n, replace=False)])
-             for _ in range(draws)]
+        return [frechet_distance(ref, self.real_features[rng.choice(len(self.real_features), n, replace=False)])
+                for _ in range(draws)]
+
+    def fd_floor(self, n: int, real: torch.Tensor, draws: int = 5) -> tuple[float, float]:
+        """(mean, standard deviation) of :meth:`fd_floor_draws` over ``draws`` draws."""
+        v = self.fd_floor_draws(n, real, draws)
         return float(np.mean(v)), float(np.std(v))
 
     def predict(self, x: torch.Tensor) -> np.ndarray:
@@ -124,9 +114,9 @@ class DigitJudge:
         return float((self.predict(x) == np.asarray(y)).mean())
 
     def accuracy_interval(self, x: torch.Tensor, y: torch.Tensor, level: float = 0.95) -> tuple[float, float, float]:
-        """(accuracy, low, high): the fraction of ``x`` classified as ``y`` and its Wilson interval."""
+        """(accuracy, low, high): the fraction of ``x`` classified as ``y`` and its Wilson interval (:func:`dfs.stats.wilson_interval`)."""
         k, n = int((self.predict(x) == np.asarray(y)).sum()), len(x)
-        return (k / n, *proportion_interval(k, n, level))
+        return (k / n, *wilson_interval(k, n, level))
 
     def confidence(self, x: torch.Tensor) -> float:
         return float(self.classifier.predict_proba(to_8x8(x)).max(1).mean())

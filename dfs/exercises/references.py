@@ -1,15 +1,16 @@
-"""Reference implementations the exercises need that ``dfs`` has no other use for (each a few lines).
+"""Reference solutions the exercises need in their own signatures: a few lines each that ``dfs`` has no other use
+for, or a call of the ``dfs`` function the exercise rebuilds (the Langevin step, WGAN-GP's penalty, the
+non-saturating generator loss).
 
-Everything else is checked against the project's own code: :mod:`dfs.diffusion`, :mod:`dfs.toy`,
-:mod:`dfs.latent`, :mod:`dfs.metrics`, :mod:`dfs.swap.faceshifter`.
+Everything else is checked against the project's own code directly: :mod:`dfs.diffusion`, :mod:`dfs.toy`,
+:mod:`dfs.latent`, :mod:`dfs.metrics`, :mod:`dfs.swap.faceshifter` (FaceShifter's AAD is ``AADLayer`` itself).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
 from .. import diffusion as D
+from .. import gan, toy
 
 
 def alpha_bar(betas: torch.Tensor) -> torch.Tensor:
@@ -24,9 +25,9 @@ def mu_theta(sched: D.NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: to
 
 
 def langevin_step(score_fn, x: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
-    """One step of unadjusted Langevin dynamics x ← x + (δ/2) ∇log p(x) + √δ z (thesis App. 2; the step of
-    :func:`dfs.toy.langevin`)."""
-    return x + 0.5 * step_size * score_fn(x) + math.sqrt(step_size) * noise
+    """One step of unadjusted Langevin dynamics x ← x + (δ/2) ∇log p(x) + √δ z (thesis App. 2): the step
+    :func:`dfs.toy.langevin` iterates, :func:`dfs.toy.langevin_step`."""
+    return toy.langevin_step(score_fn, x, step_size, noise)
 
 
 def linear_snr_end(T: int, beta_start: float, beta_end: float) -> float:
@@ -63,10 +64,11 @@ def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,
 
         λ E_x̂[(‖∇_x̂ D(x̂)‖₂ − 1)²],   x̂ = α x + (1 − α) x̃,  α ~ U[0, 1] per sample,
 
-    with the norm taken per sample and ``create_graph=True`` so the critic is trained through the penalty."""
-    x_hat = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
-    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    return lam * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    with the norm taken per sample and the critic trained through the penalty: :func:`dfs.gan.gradient_penalty`
+    on the batch as one member with each sample flattened (``alpha``: one value per sample)."""
+    b = len(real)
+    return gan.gradient_penalty(lambda x: critic(x.reshape(real.shape)), real.reshape(1, b, -1),
+                                fake.reshape(1, b, -1), lam, eps=alpha.reshape(1, b, 1))[0]
 
 
 def identity_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -75,19 +77,8 @@ def identity_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
-def aad(layer, h: torch.Tensor, z_att: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
-    """FaceShifter's AAD (Li et al. 2020, §3.1 eq. 1–3) with the weights of a :class:`dfs.swap.faceshifter.AADLayer`:
-    h̄ = InstanceNorm(h), A = γ_att ⊗ h̄ + β_att, I = γ_id ⊗ h̄ + β_id, M = σ(conv(h̄)), h_out = (1 − M) ⊗ A + M ⊗ I."""
-    h = layer.norm(h)
-    gamma_att, beta_att = layer.att(z_att).chunk(2, 1)
-    gamma_id, beta_id = layer.id(z_id)[:, :, None, None].chunk(2, 1)
-    M = torch.sigmoid(layer.mask(h))
-    return (1 - M) * (gamma_att * h + beta_att) + M * (gamma_id * h + beta_id)
-
-
 def ns_generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     """The non-saturating generator loss from the discriminator's logits on a batch of fakes: −E log D(G(z)) with
     D = sigmoid(logit), computed as E softplus(−logit) (Goodfellow et al. 2014 §3; ``dfs.gan.ns_generator_loss``
     for one member)."""
-    from .. import gan
     return gan.ns_generator_loss(logits_fake.reshape(1, -1))[0]
