@@ -93,8 +93,8 @@ def curves(result: StudyResult, dataset: str) -> plt.Figure:
     axes[0, 0].plot([], [], color="tab:green", ls="--", label=lbl("diffusion, DDPM {T} (end)", T=cfg.T))
     axes[0, 0].plot([], [], color="k", ls=":", label=lbl("all {k} modes / data", k=k))
     fig.legend(loc="lower center", ncol=2, fontsize=10, frameon=False)
-    fig.suptitle(lbl("{data}: mean over {seeds} seeds, band = range over seeds", data=lbl(TITLES[dataset]), seeds=cfg.seeds),
-                 fontsize=13)
+    fig.suptitle(lbl("{data}: mean over {seeds} seeds, band = range over seeds", data=lbl(TITLES[dataset]),
+                     seeds=cfg.seeds), fontsize=13)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 

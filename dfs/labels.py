@@ -194,7 +194,8 @@ RUSSIAN: dict[str, str] = {
         "перцептивное сжатие\nпоследние {share:.0%} бит:\nRMSE {dk:.0f} → 0",
     "rate R(t): bits/dim paid so far (cumulative L_t)": "скорость R(t): bits/dim, потраченные до t (накопленное L_t)",
     "distortion: RMSE of x̂₀ (0–255)": "искажение: RMSE x̂₀ (0–255)",
-    "Rate vs distortion along the reverse chain (LDM Fig. 2)": "Скорость и искажение вдоль обратного процесса (LDM, рис. 2)",
+    "Rate vs distortion along the reverse chain (LDM Fig. 2)":
+        "Скорость и искажение вдоль обратного процесса (LDM, рис. 2)",
     "x̂₀ predicted from x_t (t = 0: the digit itself)": "x̂₀, предсказанное по x_t (t = 0: сама цифра)",
     "training step (L_hybrid model)": "шаг обучения (модель L_hybrid)",
     "gradient noise scale B": "масштаб шума градиента B",

@@ -14,7 +14,7 @@ import nbformat  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from dfs import gan_study, labels, notebook, results_chapter, thesis_map  # noqa: E402
+from dfs import gan_figures, gan_study, labels, notebook, results_chapter, thesis_map  # noqa: E402
 from dfs.exercises import figures as EF  # noqa: E402
 from dfs.labels import RUSSIAN, MissingTranslation, lbl  # noqa: E402
 from dfs.swap import faceshifter_figures as FF  # noqa: E402
@@ -56,6 +56,18 @@ def test_unknown_language_is_a_clear_error_already_at_notebook_setup(monkeypatch
         lbl("step")
     with pytest.raises(ValueError, match="DFS_LANG"):
         notebook.setup("00_test", quick=True)
+
+
+def test_the_manifest_records_each_figures_language(tmp_path, monkeypatch):
+    from dfs import figures
+
+    monkeypatch.delenv("DFS_LANG", raising=False)
+    figures.save(plt.figure(), "en_figure", directory=tmp_path)
+    monkeypatch.setenv("DFS_LANG", "ru")
+    figures.save(plt.figure(), "ru_figure", directory=tmp_path)
+    plt.close("all")
+    manifest = figures.read_manifest(tmp_path)
+    assert manifest["en_figure"]["language"] == "en" and manifest["ru_figure"]["language"] == "ru"
 
 
 def test_missing_translation_warns_and_draws_english(russian):
@@ -223,11 +235,12 @@ FIGURES = {   # name: (draw, English texts it must show, their Russian)
         lambda: EF.snr_schedule(T=50), ["Ho et al. (T = 1000)", "cosine (T = 50)"],
         ["Ho и др. (T = 1000)", "косинусное (T = 50)"]),
     "AEI-Net schematic (dfs.swap.faceshifter_figures)": (
-        lambda: FF.draw_architecture([{"level": 1, "size": 2, "z_att": 8, "h_in": 16, "h_out": 16, "params": 4000}], 128),
+        lambda: FF.draw_architecture([{"level": 1, "size": 2, "z_att": 8, "h_in": 16, "h_out": 16, "params": 4000}],
+                                     id_dim=128),
         ["attributes encoder\n(U-Net decoder outputs)", "AAD ResBlk 1: 16→16\n4k params"],
         ["энкодер атрибутов\n(выходы декодера U-Net)", "AAD ResBlk 1: 16→16\n4k параметров"]),
     "covered-mode maps (dfs.gan_figures)": (
-        lambda: __import__("dfs.gan_figures").gan_figures.mode_maps(fake_gan_result(), "eight_gaussians"),
+        lambda: gan_figures.mode_maps(fake_gan_result(), "eight_gaussians"),
         ["mode index", "generator step", "NS-GAN\n1 drop", "WGAN-GP\n1 drop",
          "8 Gaussians (ring): covered modes over training (seed 0)"],
         ["номер моды", "шаг генератора", "NS-GAN\nвыпадений моды: 1",

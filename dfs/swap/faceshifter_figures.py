@@ -60,8 +60,8 @@ def draw_architecture(rows: list[dict], id_dim: int, title: str = "AEI-Net"):
     for r in rows:
         y = r["level"] - 1
         box(0.1, y, 2.6, f"$z_{{att}}^{{{r['level']}}}$: {r['z_att']}×{r['size']}²", "#cfd8e8")
-        box(4.2, y, 3.0, lbl("AAD ResBlk {level}: {h_in}→{h_out}\n{kparams:.0f}k params", level=r["level"], h_in=r["h_in"],
-                             h_out=r["h_out"], kparams=r["params"] / 1e3), "#bfe3c0")
+        box(4.2, y, 3.0, lbl("AAD ResBlk {level}: {h_in}→{h_out}\n{kparams:.0f}k params", level=r["level"],
+                             h_in=r["h_in"], h_out=r["h_out"], kparams=r["params"] / 1e3), "#bfe3c0")
         arrow(2.8, y, 4.1, y)
         arrow(8.7, -0.7, 7.3, y, colour="#d9822b")
         if r["level"] > 1:
