@@ -115,11 +115,11 @@ RUSSIAN: dict[str, str] = {
     "entries of the thesis map": "записи карты диссертации",
     "What of the draft the project makes real ({n} entries)": "Что из черновика воплощено в проекте (записей: {n})",
     # ---- dfs.results_chapter.plot_differences (notebook 09) ----------------------------------------------------
-    "ID top-1": "личность, top-1",
-    "ID cos to source": "косинус личности с исходным",
-    "pose error (°)": "ошибка позы (°)",
-    "expression error (% IOD)": "ошибка мимики (% IOD)",
-    "face found": "лицо найдено",
+    "ID top-1": "top-1\nличности",
+    "ID cos to source": "cos личности\nс исходным",
+    "pose error (°)": "ошибка\nпозы (°)",
+    "expression error (% IOD)": "ошибка мимики\n(% IOD)",
+    "face found": "лицо\nнайдено",
     "Δ {metric}\n(higher is better)": "Δ {metric}\n(больше — лучше)",
     "Δ {metric}\n(lower is better)": "Δ {metric}\n(меньше — лучше)",
     "no dfs eval report\nwith paired differences": "нет отчёта dfs eval\nс парными разностями",
@@ -211,7 +211,7 @@ RUSSIAN: dict[str, str] = {
     "PSNR (dB) ↑ — distortion": "PSNR (dB) ↑ — искажение",
     "SSIM ↑ — distortion": "SSIM ↑ — искажение",
     "classifier accuracy ↑ — meaning": "точность классификатора ↑ — смысл",
-    "downsampling factor f (latent: 4·(32/f)² numbers)": "коэффициент уменьшения f (латентное: 4·(32/f)² чисел)",
+    "downsampling factor f (latent: 4·(32/f)² numbers)": "фактор уменьшения f (латент: 4·(32/f)² чисел)",
     "Distortion (PSNR, SSIM) and meaning (a digit classifier on the reconstructions) against f, {n} test digits":
         "Искажение (PSNR, SSIM) и смысл (классификатор цифр на реконструкциях) в зависимости от f, тестовых "
         "цифр: {n}",
@@ -226,17 +226,17 @@ RUSSIAN: dict[str, str] = {
         "классификатора {conf:.2f}",
     "Unconditional samples (DDIM, {steps} steps); training time ≈ steps × this run's time per step: "
     "pixel {pixel:.0f} s, latent {latent:.0f} s":
-        "Безусловные семплы (DDIM, шагов: {steps}); время обучения ≈ шаги × время шага в этом запуске: "
+        "Безусловные семплы (DDIM, шагов: {steps});\nвремя обучения ≈ шаги × время шага в этом запуске: "
         "пиксельная {pixel:.0f} s, латентная {latent:.0f} s",
     "Class-conditional latent samples (columns: requested digit; rows: guidance scale, in brackets the share of "
     "{n} samples read as their class)":
-        "Латентные семплы с условием на класс (столбцы: запрошенная цифра; строки: масштаб управления, в скобках "
+        "Латентные семплы с условием на класс (столбцы: запрошенная цифра;\nстроки: масштаб управления, в скобках "
         "доля из {n} семплов, распознанных как свой класс)",
     "token {k}": "токен {k}",
     "sample": "семпл",
     "Cross-attention: share of each latent position's attention on each condition token (colour range "
     "{lo:.3f}–{hi:.3f}; uniform would be 0.25)":
-        "Перекрестное внимание: доля внимания каждой латентной позиции на каждый токен условия (диапазон цвета "
+        "Перекрестное внимание: доля внимания каждой латентной позиции на каждый токен условия\n(диапазон цвета "
         "{lo:.3f}–{hi:.3f}; при равномерном было бы 0.25)",
     # ---- notebook 05 -------------------------------------------------------------------------------------------
     "{i}: yaw {yaw:.0f}°, pitch {pitch:.0f}°, roll {roll:.0f}°":

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,8 +361,8 @@ def plot_differences(reports: list[tuple[str, dict]]):
     runs = [(stem, r) for stem, r in reports if r.get("differences") and r["settings"]["method"] in r["differences"]]
     fig, axes = plt.subplots(1, len(EVAL_METRICS), figsize=(3.2 * len(EVAL_METRICS), 0.5 * max(len(runs), 1) + 1.6),
                              sharey=True, squeeze=False)
-    labels = [f"{r['settings']['method']} · {r.get('variant') or eval_mode(r)[1]} · n = {r.get('n_pairs')}"
-              for _, r in runs]
+    labels = [textwrap.fill(f"{r['settings']['method']} · {r.get('variant') or eval_mode(r)[1]} · n = {r.get('n_pairs')}",
+                            70) for _, r in runs]
     for ax, (key, col, better) in zip(axes[0], EVAL_METRICS):
         for i, (_, r) in enumerate(runs):
             d = r["differences"][r["settings"]["method"]].get(key) or {}
@@ -376,6 +377,7 @@ def plot_differences(reports: list[tuple[str, dict]]):
         ax.set_title(lbl("Δ {metric}\n(higher is better)" if better == "higher" else "Δ {metric}\n(lower is better)",
                          metric=lbl(col)), fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.locator_params(axis="x", nbins=4)
     axes[0, 0].set_yticks(range(len(runs)), labels, fontsize=8)
     axes[0, 0].invert_yaxis()
     if not runs:

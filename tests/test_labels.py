@@ -229,8 +229,8 @@ FIGURES = {   # name: (draw, English texts it must show, their Russian)
         lambda: results_chapter.plot_differences([]),
         ["no dfs eval report\nwith paired differences", "Δ ID top-1\n(higher is better)",
          "Δ pose error (°)\n(lower is better)"],
-        ["нет отчёта dfs eval\nс парными разностями", "Δ личность, top-1\n(больше — лучше)",
-         "Δ ошибка позы (°)\n(меньше — лучше)"]),
+        ["нет отчёта dfs eval\nс парными разностями", "Δ top-1\nличности\n(больше — лучше)",
+         "Δ ошибка\nпозы (°)\n(меньше — лучше)"]),
     "SNR schedules (dfs.exercises.figures)": (
         lambda: EF.snr_schedule(T=50), ["Ho et al. (T = 1000)", "cosine (T = 50)"],
         ["Ho и др. (T = 1000)", "косинусное (T = 50)"]),
