@@ -88,7 +88,7 @@ RUSSIAN: dict[str, str] = {
     "held-out data": "отложенные данные",
     "diffusion\n(final)": "диффузия\n(итог)",
     "{data}: GAN samples over generator steps (seed 0) and the diffusion reference":
-        "{data}: семплы GAN по шагам генератора (сид 0) и диффузионная модель для сравнения",
+        "{data}: семплы GAN по шагам генератора (сид 0)\nи диффузионная модель для сравнения",
     "generator step": "шаг генератора",
     "modes covered": "покрытые моды",
     "high-quality fraction\n(within 3σ of a mode)": "доля качественных точек\n(не дальше 3σ от моды)",
