@@ -14,7 +14,7 @@ import nbformat  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from dfs import gan_figures, gan_study, labels, notebook, results_chapter, thesis_map  # noqa: E402
+from dfs import figures, gan_figures, gan_study, labels, notebook, results_chapter, thesis_map  # noqa: E402
 from dfs.exercises import figures as EF  # noqa: E402
 from dfs.labels import RUSSIAN, MissingTranslation, lbl  # noqa: E402
 from dfs.swap import faceshifter_figures as FF  # noqa: E402
@@ -23,11 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CYRILLIC = re.compile("[А-Яа-яЁё]")
 MATH = re.compile(r"\$[^$]*\$")
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-@pytest.fixture
-def english(monkeypatch):
-    monkeypatch.delenv("DFS_LANG", raising=False)
 
 
 @pytest.fixture
@@ -59,8 +54,6 @@ def test_unknown_language_is_a_clear_error_already_at_notebook_setup(monkeypatch
 
 
 def test_the_manifest_records_each_figures_language(tmp_path, monkeypatch):
-    from dfs import figures
-
     monkeypatch.delenv("DFS_LANG", raising=False)
     figures.save(plt.figure(), "en_figure", directory=tmp_path)
     monkeypatch.setenv("DFS_LANG", "ru")
