@@ -2,8 +2,8 @@
 
 The figure goes to ``figures/<name>.png`` (matplotlib) or ``figures/<name>.html`` (plotly; plus a PNG when
 kaleido can find a Chrome), and ``figures/MANIFEST.json`` gets one entry per figure: which notebook made it,
-quick or full mode, device, seed, git commit and time. The notebook context comes from
-:func:`dfs.notebook.setup` (or :func:`set_context`).
+quick or full mode, device, seed, the language of its text (``DFS_LANG``, :mod:`dfs.labels`), git commit and time.
+The notebook context comes from :func:`dfs.notebook.setup` (or :func:`set_context`).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .labels import language
 from .paths import figures_dir, repo_root
 
 MANIFEST = "MANIFEST.json"
@@ -95,6 +96,7 @@ def save(fig, name: str, directory: str | Path | None = None, dpi: int = 150, **
         "mode": {True: "quick", False: "full", None: "unknown"}[ctx["quick"]],
         "device": ctx["device"] or describe_device(),
         "seed": ctx["seed"],
+        "language": language(),
         "commit": git_commit(),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,

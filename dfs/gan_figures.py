@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .gan_study import MIXTURES, TITLES, StudyResult
+from .labels import lbl
 
 LIM = 2.3
 
@@ -37,17 +38,17 @@ def sample_grid(result: StudyResult, dataset: str, data) -> plt.Figure:
                 ax.axis("off")
                 continue
             step = cfg.shown_steps[c]
-            _scatter(ax, result.samples[dataset, name, step][:1000], gmm, f"step {step}")
+            _scatter(ax, result.samples[dataset, name, step][:1000], gmm, lbl("step {step}", step=step))
         axes[r, 0].set_ylabel(name, fontsize=12)
     row = axes[len(variants)]
-    _scatter(row[0], data[:1000], gmm, "held-out data", color="k")
+    _scatter(row[0], data[:1000], gmm, lbl("held-out data"), color="k")
     for c, label in enumerate(diff_labels, 1):
         _scatter(row[c], result.samples[dataset, "diffusion", label][:1000], gmm, label, color="tab:green")
     for ax in row[len(diff_labels) + 1:]:
         ax.axis("off")
-    row[0].set_ylabel("diffusion\n(final)", fontsize=12)
-    fig.suptitle(f"{TITLES[dataset]}: GAN samples over generator steps (seed 0) and the diffusion reference",
-                 fontsize=13, y=1.0)
+    row[0].set_ylabel(lbl("diffusion\n(final)"), fontsize=12)
+    fig.suptitle(lbl("{data}: GAN samples over generator steps (seed 0) and the diffusion reference",
+                     data=lbl(TITLES[dataset])), fontsize=13, y=1.0)
     fig.tight_layout()
     return fig
 
@@ -83,16 +84,17 @@ def curves(result: StudyResult, dataset: str) -> plt.Figure:
         axes[0, j].axhline(k, color="k", ls=":", lw=1)
         axes[1, j].axhline(float(np.mean(result.floor[dataset]["hq"])), color="k", ls=":", lw=1)
         axes[0, j].set_title(name, fontsize=12)
-        axes[2, j].set(xlabel="generator step", yscale="log")
+        axes[2, j].set(xlabel=lbl("generator step"), yscale="log")
         if len(grads):
             axes[2, j].set_ylim(grads.min() / 2, grads.max() * 2)
-    axes[0, 0].set(ylabel="modes covered", ylim=(-0.3, k + 0.5))
-    axes[1, 0].set(ylabel="high-quality fraction\n(within 3σ of a mode)", ylim=(0, 1.02))
-    axes[2, 0].set(ylabel="E‖∇ₓD(x)‖ at x = G(z)")
-    axes[0, 0].plot([], [], color="tab:green", ls="--", label=f"diffusion, DDPM {cfg.T} (end)")
-    axes[0, 0].plot([], [], color="k", ls=":", label=f"all {k} modes / data")
+    axes[0, 0].set(ylabel=lbl("modes covered"), ylim=(-0.3, k + 0.5))
+    axes[1, 0].set(ylabel=lbl("high-quality fraction\n(within 3σ of a mode)"), ylim=(0, 1.02))
+    axes[2, 0].set(ylabel=lbl("E‖∇ₓD(x)‖ at x = G(z)"))
+    axes[0, 0].plot([], [], color="tab:green", ls="--", label=lbl("diffusion, DDPM {T} (end)", T=cfg.T))
+    axes[0, 0].plot([], [], color="k", ls=":", label=lbl("all {k} modes / data", k=k))
     fig.legend(loc="lower center", ncol=2, fontsize=10, frameon=False)
-    fig.suptitle(f"{TITLES[dataset]}: mean over {cfg.seeds} seeds, band = range over seeds", fontsize=13)
+    fig.suptitle(lbl("{data}: mean over {seeds} seeds, band = range over seeds", data=lbl(TITLES[dataset]),
+                     seeds=cfg.seeds), fontsize=13)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
@@ -109,9 +111,10 @@ def mode_maps(result: StudyResult, dataset: str, seed: int = 0) -> plt.Figure:
         ax.imshow(cov.T, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
                   extent=(c["steps"][0] - cfg.eval_every / 2, c["steps"][-1] + cfg.eval_every / 2,
                           cov.shape[1] - 0.5, -0.5))
-        ax.set_title(f"{name}\n{drops} drop{'' if drops == 1 else 's'}", fontsize=11)
-        ax.set_xlabel("generator step")
-    axes[0, 0].set_ylabel("mode index")
-    fig.suptitle(f"{TITLES[dataset]}: covered modes over training (seed {seed})", fontsize=13)
+        ax.set_title(f"{name}\n" + (lbl("{n} drop", n=drops) if drops == 1 else lbl("{n} drops", n=drops)), fontsize=11)
+        ax.set_xlabel(lbl("generator step"))
+    axes[0, 0].set_ylabel(lbl("mode index"))
+    fig.suptitle(lbl("{data}: covered modes over training (seed {seed})", data=lbl(TITLES[dataset]), seed=seed),
+                 fontsize=13)
     fig.tight_layout()
     return fig

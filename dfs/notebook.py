@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from . import figures
+from . import figures, labels
 from .device import describe_device, get_device, seed_everything
 
 
@@ -13,8 +13,10 @@ def setup(notebook: str, quick: bool, seed: int = 0, device: str | None = None) 
     """Seed everything, pick the device, tell ``dfs.figures`` which notebook/mode the figures belong to.
 
     Prints one line so a reader sees what the run is doing, e.g.
-    ``01_ddpm_forward_reverse · QUICK mode · cpu (2 threads) · seed 0``. Returns the device.
+    ``01_ddpm_forward_reverse · QUICK mode · cpu (2 threads) · seed 0``. Returns the device. An unknown
+    ``DFS_LANG`` (the figure language, :mod:`dfs.labels`) stops the notebook here, before it computes anything.
     """
+    labels.language()
     seed_everything(seed)
     dev = get_device(device)
     figures.set_context(notebook=notebook, quick=bool(quick), seed=seed, device=describe_device(dev))

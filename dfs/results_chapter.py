@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import figures, results, thesis_map
+from .labels import lbl
 from .paths import figures_dir, repo_root
 
 Z95 = 1.959963984540054   # two-sided 95 % normal quantile, for "± s.e." columns
@@ -344,8 +346,8 @@ def plot_differences(reports: list[tuple[str, dict]]):
     runs = [(stem, r) for stem, r in reports if r.get("differences") and r["settings"]["method"] in r["differences"]]
     fig, axes = plt.subplots(1, len(EVAL_METRICS), figsize=(3.2 * len(EVAL_METRICS), 0.5 * max(len(runs), 1) + 1.6),
                              sharey=True, squeeze=False)
-    labels = [f"{r['settings']['method']} · {r.get('variant') or eval_mode(r)[1]} · n = {r.get('n_pairs')}"
-              for _, r in runs]
+    labels = [textwrap.fill(f"{r['settings']['method']} · {r.get('variant') or eval_mode(r)[1]} · n = {r.get('n_pairs')}",
+                            70) for _, r in runs]
     for ax, (key, col, better) in zip(axes[0], EVAL_METRICS):
         for i, (_, r) in enumerate(runs):
             d = r["differences"][r["settings"]["method"]].get(key) or {}
@@ -357,15 +359,17 @@ def plot_differences(reports: list[tuple[str, dict]]):
             ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", color=colour,
                         capsize=3)
         ax.axvline(0, color="k", lw=0.8, ls=":")
-        ax.set_title(f"Δ {col}\n({better} is better)", fontsize=9)
+        ax.set_title(lbl("Δ {metric}\n(higher is better)" if better == "higher" else "Δ {metric}\n(lower is better)",
+                         metric=lbl(col)), fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.locator_params(axis="x", nbins=4)
     axes[0, 0].set_yticks(range(len(runs)), labels, fontsize=8)
     axes[0, 0].invert_yaxis()
     if not runs:
-        axes[0, 0].text(0.5, 0.5, "no dfs eval report\nwith paired differences", ha="center", va="center",
+        axes[0, 0].text(0.5, 0.5, lbl("no dfs eval report\nwith paired differences"), ha="center", va="center",
                         transform=axes[0, 0].transAxes)
-    ref = runs[0][1].get("compare") if runs else "the comparison row"
-    fig.suptitle(f"Paired difference to the {ref} swap (mean, 95 % bootstrap interval; green: better, red: worse, "
-                 "grey: inconclusive)", fontsize=10)
+    ref = runs[0][1].get("compare") if runs else lbl("the comparison row")
+    fig.suptitle(lbl("Paired difference to the {ref} swap (mean, 95 % bootstrap interval; green: better, red: worse, "
+                     "grey: inconclusive)", ref=ref), fontsize=10)
     fig.tight_layout()
     return fig

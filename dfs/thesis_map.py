@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .labels import lbl
 from .paths import draft_lines, draft_path, repo_root
 
 COVERED, PARTLY, NOT_COVERED = "covered", "partly", "not covered"
@@ -471,15 +472,15 @@ def plot_coverage(entries=ENTRIES):
     left = [0] * len(kinds)
     for status in STATUSES:
         n = [cov[k][status] for k in kinds]
-        ax.barh(kinds, n, left=left, color=colours[status], label=status)
+        ax.barh([lbl(k) for k in kinds], n, left=left, color=colours[status], label=lbl(status))
         for i, (x, w) in enumerate(zip(left, n)):
             if w:
                 ax.text(x + w / 2, i, str(w), ha="center", va="center", color="white", fontsize=9)
         left = [a + b for a, b in zip(left, n)]
     ax.invert_yaxis()
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("entries of the thesis map")
-    ax.set_title(f"What of the draft the project makes real ({len(entries)} entries)")
+    ax.set_xlabel(lbl("entries of the thesis map"))
+    ax.set_title(lbl("What of the draft the project makes real ({n} entries)", n=len(entries)))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig

@@ -9,6 +9,7 @@ import torch
 
 from .. import diffusion as D
 from .. import latent, toy
+from ..labels import lbl
 from . import references as R
 
 
@@ -20,16 +21,16 @@ def forward_process(t: int = 250, schedule: str = "linear", T: int = 1000):
     x_t = D.q_sample(sched, x0, torch.full((len(x0),), t), torch.randn(x0.shape, generator=g, dtype=torch.float64))
     fig, ax = plt.subplots(1, 3, figsize=(11, 3.4))
     ax[0].scatter(*x0.T, s=2, c="0.3")
-    ax[0].set_title("x_0 (swiss roll)")
+    ax[0].set_title(lbl("x_0 (swiss roll)"))
     ax[1].scatter(*x_t.T, s=2, c="C0")
-    ax[1].set_title(f"x_t at t = {t} ({schedule})")
+    ax[1].set_title(lbl("x_t at t = {t} ({schedule})", t=t, schedule=lbl(schedule)))
     for a in ax[:2]:
         a.set_xlim(-3.5, 3.5), a.set_ylim(-3.5, 3.5), a.set_aspect("equal")
     steps = torch.arange(T)
     ax[2].plot(steps, sched.alphas_cumprod, label="ᾱ_t")
     ax[2].plot(steps, sched.snr().clamp(max=1e4).log10() / 4, label="log10 SNR(t) / 4")
     ax[2].axvline(t, color="k", lw=0.8)
-    ax[2].set_xlabel("t (0-based)"), ax[2].legend(fontsize=8)
+    ax[2].set_xlabel(lbl("t (0-based)")), ax[2].legend(fontsize=8)
     ax[2].set_title(f"ᾱ_t = {float(sched.alphas_cumprod[t]):.3g}, SNR = {float(sched.snr()[t]):.3g}")
     fig.tight_layout()
     return fig
@@ -40,13 +41,13 @@ def snr_schedule(T: int = 1000, log10_snr_end: float = -4.4):
     Ho et al.'s (T = 1000, β from 1e-4 to 0.02) and the cosine schedule with the same T."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     ho = D.NoiseSchedule.from_name("linear", 1000)
-    ax.plot(torch.arange(1000) / 1000, ho.snr().log10(), "k--", lw=1, label="Ho et al. (T = 1000)")
+    ax.plot(torch.arange(1000) / 1000, ho.snr().log10(), "k--", lw=1, label=lbl("Ho et al. (T = 1000)"))
     ax.plot(torch.arange(T) / T, D.NoiseSchedule.from_name("cosine", T).snr().clamp(min=1e-12).log10(), lw=1,
-            label=f"cosine (T = {T})")
+            label=lbl("cosine (T = {T})", T=T))
     try:
         mine = D.NoiseSchedule(R.schedule_for_snr(T, 10 ** log10_snr_end))
         ax.plot(torch.arange(T) / T, mine.snr().log10(), lw=2,
-                label=f"linear for SNR(T) = 1e{log10_snr_end:g}: β_T = {float(mine.betas[-1]):.3g}")
+                label=lbl("linear for SNR(T) = 1e{e:g}: β_T = {beta:.3g}", e=log10_snr_end, beta=float(mine.betas[-1])))
     except ValueError as e:
         ax.text(0.5, 0.5, str(e), transform=ax.transAxes, ha="center", wrap=True, fontsize=8)
     ax.set_xlabel("t / T"), ax.set_ylabel("log10 SNR(t)"), ax.legend(fontsize=8)
@@ -62,9 +63,9 @@ def langevin_samples(step_size: float = 0.01, n_steps: int = 100):
     x = toy.langevin(gmm.score, start, step_size, n_steps, generator=g)
     fig, ax = plt.subplots(1, 2, figsize=(8, 3.8), sharex=True, sharey=True)
     ax[0].scatter(*gmm.sample(1000, generator=g).T, s=2, c="0.3")
-    ax[0].set_title("samples of p (exact)")
+    ax[0].set_title(lbl("samples of p (exact)"))
     ax[1].scatter(*x.T, s=2, c="C1")
-    ax[1].set_title(f"Langevin: δ = {step_size:g}, {n_steps} steps")
+    ax[1].set_title(lbl("Langevin: δ = {delta:g}, {n} steps", delta=step_size, n=n_steps))
     for a in ax:
         a.set_xlim(-3.5, 3.5), a.set_ylim(-3.5, 3.5), a.set_aspect("equal")
     fig.tight_layout()
@@ -79,7 +80,7 @@ def discretized_decoder(mu: float = 0.0, log10_sigma: float = -1.5):
                                                  torch.full((256,), 2 * math.log(sigma), dtype=torch.float64))
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     ax.bar(levels.numpy(), logp.exp().numpy(), width=2 / 255, color="C2")
-    ax.set_xlabel("pixel level x ∈ [−1, 1]"), ax.set_ylabel("P(x)")
+    ax.set_xlabel(lbl("pixel level x ∈ [−1, 1]")), ax.set_ylabel("P(x)")
     ax.set_title(f"μ = {mu:g}, σ = {sigma:.3g}: Σ P = {float(logp.exp().sum()):.6f}, "
                  f"P(x = 1) = {float(logp[-1].exp()):.3g}")
     fig.tight_layout()
@@ -115,9 +116,9 @@ def guidance(scale: float = 1.0, label: str = "top"):
     share = float(torch.isin(gmm.classify(x), torch.tensor(GUIDANCE_CLASSES[label])).double().mean())
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.scatter(*gmm.sample(1000, generator=torch.Generator().manual_seed(1)).numpy().T, s=2, c="0.75", label="p(x)")
-    ax.scatter(*x.numpy().T, s=3, c="C3", label=f"guided, y = {label}")
+    ax.scatter(*x.numpy().T, s=3, c="C3", label=lbl("guided, y = {y}", y=label))
     ax.set_xlim(-3, 3), ax.set_ylim(-3, 3), ax.set_aspect("equal"), ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(f"guidance scale s = {scale:g}: {100 * share:.0f} % in class {label}, "
-                 f"spread {float(x.std(0).mean()):.2f}", fontsize=9)
+    ax.set_title(lbl("guidance scale s = {s:g}: {percent:.0f} % in class {y}, spread {spread:.2f}",
+                     s=scale, percent=100 * share, y=label, spread=float(x.std(0).mean())), fontsize=9)
     fig.tight_layout()
     return fig

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..labels import lbl
+
 
 def parameters(**modules) -> dict[str, int]:
     """{name: number of parameters} of each module."""
@@ -52,22 +54,22 @@ def draw_architecture(rows: list[dict], id_dim: int, title: str = "AEI-Net"):
     def arrow(x0, y0, x1, y1, colour="0.3"):
         ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.8})
 
-    box(0.1, -1.0, 2.2, "target $X_t$ (3×S×S)", "#dddddd")
+    box(0.1, -1.0, 2.2, lbl("target $X_t$ (3×S×S)"), "#dddddd")
     box(7.6, -1.0, 2.2, f"$z_{{id}}(X_s)$ ({id_dim})", "#f6c28b")
     arrow(1.2, -0.7, 1.2, -0.3)
     for r in rows:
         y = r["level"] - 1
         box(0.1, y, 2.6, f"$z_{{att}}^{{{r['level']}}}$: {r['z_att']}×{r['size']}²", "#cfd8e8")
-        box(4.2, y, 3.0, f"AAD ResBlk {r['level']}: {r['h_in']}→{r['h_out']}\n{r['params'] / 1e3:.0f}k params",
-            "#bfe3c0")
+        box(4.2, y, 3.0, lbl("AAD ResBlk {level}: {h_in}→{h_out}\n{kparams:.0f}k params", level=r["level"],
+                             h_in=r["h_in"], h_out=r["h_out"], kparams=r["params"] / 1e3), "#bfe3c0")
         arrow(2.8, y, 4.1, y)
         arrow(8.7, -0.7, 7.3, y, colour="#d9822b")
         if r["level"] > 1:
             arrow(5.7, y - 0.7, 5.7, y - 0.32)
-    ax.text(1.4, n - 0.2, "attributes encoder\n(U-Net decoder outputs)", ha="center", va="bottom", fontsize=8)
-    ax.text(5.7, n - 0.2, "AAD generator (×2 upsampling\nbetween levels, tanh at the end)", ha="center",
+    ax.text(1.4, n - 0.2, lbl("attributes encoder\n(U-Net decoder outputs)"), ha="center", va="bottom", fontsize=8)
+    ax.text(5.7, n - 0.2, lbl("AAD generator (×2 upsampling\nbetween levels, tanh at the end)"), ha="center",
             va="bottom", fontsize=8)
-    ax.text(5.7, -1.0, "$\\hat Y_{s,t}$ = output of the last block", ha="center", va="center", fontsize=8)
+    ax.text(5.7, -1.0, lbl("$\\hat Y_{{s,t}}$ = output of the last block"), ha="center", va="center", fontsize=8)
     ax.set_title(title)
     return fig
 
@@ -81,7 +83,8 @@ def mask_grid(targets: torch.Tensor, results: torch.Tensor, masks: list, sources
         return ((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
 
     per_level = [torch.stack(masks[k:k + 2]).mean(0) for k in range(0, len(masks), 2)]
-    lead = ([("source", sources)] if sources is not None else []) + [("target", targets), ("result", results)]
+    lead = (([(lbl("source"), sources)] if sources is not None else [])
+            + [(lbl("target"), targets), (lbl("result"), results)])
     n, cols = len(targets), len(lead) + len(per_level)
     fig, ax = plt.subplots(n, cols, figsize=(1.4 * cols, 1.5 * n), squeeze=False)
     for i in range(n):
