@@ -64,6 +64,7 @@ from dfs.swap.diffusion import DiffusionSwap, SwapDiffusion, load_swap_model, sw
 from dfs.swap.faceshifter import AADLayer, AEINet, FaceShifterGAN, FaceShifterSwap, find_run, load_faceshifter
 from dfs.swap.shipped import shipped_checkpoint
 from dfs.train import TrainConfig, Trainer, atomic_folder
+from dfs.labels import lbl
 
 MODELS = ("diffusion", "faceshifter")
 RATIOS = (0.0, 0.25, 0.5, 0.75)
@@ -515,9 +516,9 @@ def plot_pruning(rows: list, name: str | None = "fig_pruning_curves", directory=
         rs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["ratio"])
         x = [r["ratio"] for r in rs]
         base = next((r for r in rs if r["ratio"] == 0), rs[0])
-        axes[0].plot(x, [r["params"] / base["params"] for r in rs], "o-", color=colour, label=f"{model}: parameters")
+        axes[0].plot(x, [r["params"] / base["params"] for r in rs], "o-", color=colour, label=lbl("{model}: parameters", model=model))
         axes[0].plot(x, [r["macs"] / base["macs"] for r in rs], "s--", color=colour, alpha=0.6,
-                     label=f"{model}: MACs")
+                     label=lbl("{model}: MACs", model=model))
         for ax, key in ((axes[1], "id_cos_source"), (axes[2], "pose_error")):
             y = [r[key] for r in rs]
             if any(v is None for v in y):
@@ -526,12 +527,12 @@ def plot_pruning(rows: list, name: str | None = "fig_pruning_curves", directory=
             hi = [r[key + "_ci"][1] - r[key] if r[key + "_ci"] else 0 for r in rs]
             ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", color=colour, capsize=3, label=model)
         axes[3].plot(x, [r["seconds_per_swap"] for r in rs], "o-", color=colour, label=model)
-    axes[0].set(title="size (relative to ratio 0)", ylabel="fraction kept")
-    axes[1].set(title="ID cosine to the source ↑ (95 % CI)")
-    axes[2].set(title="pose error (°) ↓ (95 % CI)")
-    axes[3].set(title="seconds per swap, 1 CPU thread")
+    axes[0].set(title=lbl("size (relative to ratio 0)"), ylabel=lbl("fraction kept"))
+    axes[1].set(title=lbl("ID cosine to the source ↑ (95 % CI)"))
+    axes[2].set(title=lbl("pose error (°) ↓ (95 % CI)"))
+    axes[3].set(title=lbl("seconds per swap, 1 CPU thread"))
     for ax in axes:
-        ax.set_xlabel("pruning ratio (channels removed per layer)")
+        ax.set_xlabel(lbl("pruning ratio (channels removed per layer)"))
         ax.legend(fontsize=7)
     fig.tight_layout()
     if name:

@@ -52,6 +52,7 @@ from dfs.swap.data import SwapData, prepare_training_data, to_unit
 from dfs.swap.diffusion import DiffusionSwap, SwapDiffusion, default_checkpoint, load_swap_model
 from dfs.swap.pipeline import SwapPipeline
 from dfs.train import Trainer, TrainConfig
+from dfs.labels import lbl
 
 # ---------------------------------------------------------------------------------------------------------------
 # the photos: at least two usable, one person
@@ -582,9 +583,11 @@ def personalization_grid(result: StudyResult, n: int = 4):
     n_drift = min(n, len(ex.get("drift_targets", [])))
     rows, cols = n + n_drift, len(id_cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols, 1.45 * rows), squeeze=False)
-    titles = {"targets": "target", "queries": f"{ex['person']}\n(not trained on)", "reference": "pixel reference",
-              "drift_sources": "other source", "drift_targets": "other target", "drift base": "base model",
-              "drift " + VARIANTS[3]: "after\nfine-tune + prior", "drift " + VARIANTS[4]: "after\nfine-tune, no prior"}
+    titles = {"targets": lbl("target"), "queries": lbl("{person}\n(not trained on)", person=ex["person"]),
+              "reference": lbl("pixel reference"), "drift_sources": lbl("other source"),
+              "drift_targets": lbl("other target"), "drift base": lbl("base model"),
+              "drift " + VARIANTS[3]: lbl("after\nfine-tune + prior"),
+              "drift " + VARIANTS[4]: lbl("after\nfine-tune, no prior")}
     for i in range(rows):
         names = id_cols if i < n else drift_cols
         j = i if i < n else i - n
@@ -596,8 +599,8 @@ def personalization_grid(result: StudyResult, n: int = 4):
             img = ex[names[c]] if names[c] == "reference" else ex[names[c]][j]
             ax.imshow(img)
             if j == 0:
-                ax.set_title(titles.get(names[c], names[c].replace(", ", ",\n")), fontsize=7)
-    fig.suptitle(f"Personalisation with k = {ex['shots']} photos: identity swaps (top), other people's swaps (bottom)",
-                 fontsize=9)
+                ax.set_title(titles.get(names[c], lbl(names[c]).replace(", ", ",\n")), fontsize=7)
+    fig.suptitle(lbl("Personalisation with k = {k} photos: identity swaps (top), other people's swaps (bottom)",
+                     k=ex["shots"]), fontsize=9)
     fig.tight_layout()
     return fig
