@@ -66,6 +66,9 @@ NB01, NB02, NB03, NB04 = ("01_ddpm_forward_reverse", "02_toy_2d_diffusion", "03_
                           "04_latent_diffusion")
 NB05, NB06, NB07, NB08 = "05_faces_identity", "06_swap_training", "07_swap_evaluation", "08_faceshifter"
 NB00, NB09, NB02B = "00_thesis_map", "09_results", "02b_gan_vs_diffusion"
+NB08B = "08b_personalisation_compression"
+NB08B_NOTE = ("quick mode personalises one held-out person with 10 training steps per variant; full mode (4 people, "
+              "150 steps) is not run yet")
 GAN_NOTE = ("measured on the 2-D mixtures in quick mode on the 8-Gaussian ring with 3 seeds; the 5×5 grid and 10 "
             "seeds are the full mode, not run yet")
 GAN_NB = ((NB02B, "2. Six GANs and the diffusion reference"), (NB02B, "6. The final table"))
@@ -103,8 +106,11 @@ ENTRIES: tuple[Entry, ...] = (
       "диффузии с добавлением механизма перекрестного внимания", COVERED,
       notebooks=((NB04, "3. Class-conditional latent diffusion"),),
       code=("dfs.nets.build_cond_unet", "dfs.latent.ClassTokens", "dfs.latent.cfg_eps")),
-    E("section", "§1.1.2 concepts", 161, "В [3] предлагается использование концептов.", NOT_COVERED,
-      note="DreamBooth (concepts [3]) is not implemented yet (planned with Torch-Pruning in a separate issue)"),
+    E("section", "§1.1.2 concepts", 161, "В [3] предлагается использование концептов.", COVERED,
+      notebooks=((NB08B, "1. Concepts: teaching the swap one person"),),
+      code=("dfs.personalize.dreambooth_loss", "dfs.personalize.personalize", "dfs.personalize.personalization_study",
+            "dfs.swap.concept"),
+      figures=("08b_personalisation_grid",), note=NB08B_NOTE),
     E("section", "§1.1.3", 163, "1.1.3 Обучение моделей", PARTLY, code=("dfs.train.Trainer", "dfs.train.TrainConfig"),
       notebooks=((NB06, "A few live training steps"),),
       note="the draft's section is empty; every model here trains through dfs.train (EMA, checkpoints, resume)"),
@@ -260,8 +266,11 @@ ENTRIES: tuple[Entry, ...] = (
       notebooks=((NB01, "1. The forward process"),), code=("dfs.diffusion.q_step",),
       note="the forward/reverse Gaussian chain is used in DDPM's form [6]; Sohl-Dickstein's own training (their "
            "bound with learned means and variances, binomial diffusion) is not reproduced"),
-    E("reference", "[3]", 218, "DreamBooth: Fine Tuning Text-to-Image Diffusion Models", NOT_COVERED,
-      note="DreamBooth is not implemented yet (planned with Torch-Pruning in a separate issue)"),
+    E("reference", "[3]", 218, "DreamBooth: Fine Tuning Text-to-Image Diffusion Models", COVERED,
+      notebooks=((NB08B, "1. Concepts: teaching the swap one person"),),
+      code=("dfs.personalize.dreambooth_loss", "dfs.personalize.ConceptModel"),
+      note="the identity tokens play the rare identifier, real photos of the training people the class prior "
+           "(eq. 2); " + NB08B_NOTE),
     E("reference", "[4]", 219, "FaceShifter: Towards High Fidelity And Occlusion Aware Face Swapping", COVERED,
       notebooks=((NB08, "The method"),), code=("dfs.swap.faceshifter.FaceShifterGAN", "dfs.swap.faceshifter_train"),
       note="at 64 px (the shipped quick model; its measured training time is in "
@@ -299,12 +308,13 @@ ENTRIES: tuple[Entry, ...] = (
     E("tool", "tool: Python 3", 198, "Python 3", COVERED, code=("dfs",), note="Python ≥ 3.10"),
     E("tool", "tool: hugging-face", 198, "hugging-face", COVERED, code=("dfs.nets.load_pretrained",),
       note="the Hub through diffusers (offline: HF_HUB_OFFLINE=1); accelerate drives dfs.train"),
-    E("tool", "tool: TorchPruning", 198, "TorchPruning", PARTLY,
+    E("tool", "tool: TorchPruning", 198, "TorchPruning", COVERED,
+      notebooks=((NB08B, "2. Compression: structured pruning with Torch-Pruning"),),
       code=("dfs.compression.prune", "dfs.compression.prune_checkpoint", "dfs.compression.pruning_study",
-            "dfs.compression.plot_pruning"),
+            "dfs.compression.plot_pruning"), figures=("08b_pruning_curves",),
       note="structured channel pruning (pip install 'dfs[compress]') of the diffusion swap's U-Net and FaceShifter's "
-           "AEI-Net with a short fine-tune (dfs prune, dfs.compression.pruning_study); no notebook shows the curves "
-           "yet"),
+           "AEI-Net with a short fine-tune (dfs prune); quick mode fine-tunes 10 steps per ratio and judges a few "
+           "pairs, full mode (300 steps, 50 pairs) is not run yet"),
     E("tool", "tool: PyTorch", 200, "PyTorch", COVERED, code=("dfs.diffusion", "dfs.train.Trainer")),
     E("tool", "tool: Plotly", 200, "Plotly", COVERED, notebooks=((NB05, "3. Identity embeddings"),),
       code=("dfs.figures.save",), figures=("05_identity_embeddings",)),
@@ -321,7 +331,8 @@ ENTRIES: tuple[Entry, ...] = (
            "compression experiments use Torch-Pruning (dfs.compression) instead"),
     E("tool", "tool: wandb", 204, "wandb", PARTLY,
       code=("dfs.train.TrainConfig", "dfs.train.Trainer.log_wandb", "dfs.train.add_wandb_argument"),
-      note="optional logging (pip install 'dfs[wandb]'): --wandb PROJECT on dfs train-swap and dfs prune logs losses, "
+      note="optional logging (pip install 'dfs[wandb]'): --wandb PROJECT on dfs train-swap, dfs prune and dfs "
+           "personalize logs losses, "
            "learning rate, sample grids and evaluation rows (offline unless WANDB_MODE says otherwise); the shipped "
            "runs did not use it"),
 )
