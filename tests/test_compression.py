@@ -236,26 +236,16 @@ def test_the_wandb_flag_is_one_option_on_every_training_command():
 @pytest.mark.slow
 def test_train_swap_with_wandb_logs_losses_and_a_sample_grid(tmp_path, monkeypatch, capsys):
     pytest.importorskip("wandb", reason="wandb is not installed (pip install 'dfs[wandb]')")
-    import shutil
 
     import wandb
-    import yaml
 
     from dfs.cli import main
-    from test_swap_diffusion import PEOPLE, photo, tiny
+    from test_swap_diffusion import small_training_config
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    root = tmp_path / "faces"
-    for p in PEOPLE + ("Andre_Agassi",):
-        (root / p).mkdir(parents=True)
-        for i in (1, 2, 3):
-            shutil.copy(photo(p, i), root / p)
-    cfg = tiny(steps=2, data=str(root), held_out=1, cache_dir=str(tmp_path / "cache"),
-               checkpoint_dir=str(tmp_path / "run")).to_dict()
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["train-swap", "--config", str(tmp_path / "c.yaml"), "--no-progress", "--wandb", "dfs-test"]) == 0
+    assert main(["train-swap", "--config", small_training_config(tmp_path), "--no-progress", "--wandb", "dfs-test"]) == 0
     wandb.teardown()
     (run,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     rows = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}

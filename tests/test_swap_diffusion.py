@@ -536,10 +536,10 @@ def test_cli_swap_on_a_target_folder_and_errors(tmp_path, checkpoint, capsys):
     assert not (tmp_path / "y.png").exists()
 
 
-def test_cli_train_swap_on_a_small_folder(tmp_path, capsys):
-    """`dfs train-swap --config file.yaml` end to end: identity split, face cache, Trainer, checkpoint."""
-    from dfs.cli import main
-
+def small_training_config(tmp_path) -> str:
+    """A tiny 2-step swap configuration (YAML) over a copied folder of three people, three photos each, with one
+    held out: what `dfs train-swap --config` tests run on."""
+    import yaml
     root = tmp_path / "faces"
     for p in PEOPLE + ("Andre_Agassi",):
         (root / p).mkdir(parents=True)
@@ -547,9 +547,15 @@ def test_cli_train_swap_on_a_small_folder(tmp_path, capsys):
             shutil.copy(photo(p, i), root / p)
     cfg = tiny(steps=2, data=str(root), held_out=1, cache_dir=str(tmp_path / "cache"),
                checkpoint_dir=str(tmp_path / "run")).to_dict()
-    import yaml
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["train-swap", "--config", str(tmp_path / "c.yaml"), "--no-progress"]) == 0
+    return str(tmp_path / "c.yaml")
+
+
+def test_cli_train_swap_on_a_small_folder(tmp_path, capsys):
+    """`dfs train-swap --config file.yaml` end to end: identity split, face cache, Trainer, checkpoint."""
+    from dfs.cli import main
+
+    assert main(["train-swap", "--config", small_training_config(tmp_path), "--no-progress"]) == 0
     assert (tmp_path / "run" / "step_0000002" / "ema.safetensors").is_file()
     assert "step_0000002" in capsys.readouterr().out
 
