@@ -156,3 +156,16 @@ def test_cli_help_lists_smoke(capsys):
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "--help"])
     assert "--smoke" in capsys.readouterr().out
+
+
+def test_latent_sampler_runs_the_capped_number_of_steps(monkeypatch, smoke_on):
+    from dfs import diffusion, latent, nets
+
+    calls = []
+    monkeypatch.setattr(latent, "ddim_sample", lambda eps, sched, shape, steps, *a, **k: calls.append(steps)
+                        or torch.zeros(shape))
+    model = latent.LatentDiffusion(nets.build_unet(8, 1, preset="tiny"), diffusion.NoiseSchedule.from_name("linear", 100))
+    model.sample(2, steps=20, decode=False)
+    monkeypatch.delenv("DFS_SMOKE")
+    model.sample(2, steps=20, decode=False)
+    assert calls == [CAPS.max_sampler_steps, 20]
