@@ -57,8 +57,8 @@ def study_config(quick: bool, **overrides) -> StudyConfig:
         n_samples=1000, runs=QUICK_RUNS + (("simple", "linear"),))
     cfg = replace(cfg, **overrides)
     caps = smoke_caps()
-    if caps is not None:   # DFS_SMOKE=1: every run and bound at T, on a few digits, samples and K (dfs.smoke)
-        cfg = replace(cfg, batch_size=min(cfg.batch_size, caps.max_batch),
+    if caps is not None:   # DFS_SMOKE=1: every run and bound on a short chain, a few digits, samples and K (dfs.smoke)
+        cfg = replace(cfg, T=min(cfg.T, caps.max_chain), batch_size=min(cfg.batch_size, caps.max_batch),
                       n_samples=min(cfg.n_samples, caps.max_data_items), Ks=tuple(sorted(cfg.Ks)[:caps.max_grid]),
                       probe_batches=min(cfg.probe_batches, caps.max_grid))
     return cfg

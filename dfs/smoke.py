@@ -13,8 +13,11 @@ loops applies them once, where the loop's length is decided:
 * the swap sampler's DDIM steps: :meth:`dfs.swap.config.SamplerOptions.resolve`; the latent model's:
   :meth:`dfs.latent.LatentDiffusion.sample`;
 * evaluation pairs and gallery photos: :func:`dfs.evaluate.evaluate`;
-* the studies' grids (seeds, evaluation points, samples, data rows, batches):
-  :func:`dfs.elbo_study.study_config`, :class:`dfs.gan_study.StudyConfig`, :func:`dfs.latent_study.recipe`.
+* the studies' grids (seeds, evaluation points, samples, data rows, batches, the ELBO study's chain length T):
+  :func:`dfs.elbo_study.study_config` and :func:`dfs.elbo_study.digits_8bit`, :class:`dfs.gan_study.StudyConfig`,
+  :func:`dfs.latent_study.recipe`;
+* the swap models' identity scores on aligned crops: :func:`dfs.swap.diffusion.swap_identity_score`,
+  :func:`dfs.swap.faceshifter_train.identity_score` and ``reference_scores``.
 
 Without ``DFS_SMOKE`` nothing changes.  Numbers a smoke run prints or records measure nothing: they exist to prove
 that the code ran.  Its tables carry ``mode: "smoke"`` and live in a folder of their own (``<out>/smoke/``).
@@ -42,6 +45,7 @@ class SmokeCaps:
     max_data_items: int = 16       # rows of a study's data set or sample set (digits, samples, probe batches)
     max_seeds: int = 2             # seeds of a study over seeds (>= 2: intervals need two)
     max_grid: int = 2              # points of a study's grid (checkpoints, numbers of steps K)
+    max_chain: int = 50            # T of a chain a study trains, bounds and samples step by step (the ELBO study's)
 
 
 def smoke_caps() -> SmokeCaps | None:

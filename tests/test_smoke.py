@@ -91,7 +91,7 @@ def test_study_grids_are_capped(monkeypatch, smoke_on):
     assert g.shown_steps == tuple(range(g.eval_every, g.steps + 1, g.eval_every)) and len(g.shown_steps) == CAPS.max_grid
     assert g.datasets == ("eight_gaussians", "grid25")
     e = elbo_study.study_config(quick=False)
-    assert e.model == "unet" and e.T == 1000 and len(e.runs) == 5
+    assert e.model == "unet" and e.T == CAPS.max_chain and len(e.runs) == 5
     assert (e.batch_size, e.n_samples, e.Ks) == (CAPS.max_batch, CAPS.max_data_items, (10, 25))
     train, test = elbo_study.digits_8bit(flat=False)
     assert len(train) == len(test) == CAPS.max_data_items
