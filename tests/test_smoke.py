@@ -169,3 +169,18 @@ def test_latent_sampler_runs_the_capped_number_of_steps(monkeypatch, smoke_on):
     monkeypatch.delenv("DFS_SMOKE")
     model.sample(2, steps=20, decode=False)
     assert calls == [CAPS.max_sampler_steps, 20]
+
+
+def test_a_bf16_preset_trains_under_bf16_autocast_on_the_cpu(smoke_on):
+    """What the smoke run exercises on CI's CPU where a full preset asks for bf16 (the swap models' full presets)."""
+    seen = []
+
+    def loss(m, x, step):
+        y = m(x)
+        seen.append(y.dtype)
+        return y.float().pow(2).mean()
+
+    torch.manual_seed(0)
+    Trainer(torch.nn.Linear(3, 1), loss, lambda step, g: torch.randn(4, 3, generator=g),
+            TrainConfig(steps=10, progress=False, device="cpu", ema_decay=None, mixed_precision="bf16")).fit()
+    assert seen == [torch.bfloat16] * CAPS.max_train_steps
