@@ -172,15 +172,17 @@ def test_latent_sampler_runs_the_capped_number_of_steps(monkeypatch, smoke_on):
 
 
 def test_a_bf16_preset_trains_under_bf16_autocast_on_the_cpu(smoke_on):
-    """What the smoke run exercises on CI's CPU where a full preset asks for bf16 (the swap models' full presets)."""
+    """What the smoke run exercises on CI's CPU where a full preset asks for bf16 (the swap models' full presets):
+    inside the model the layers compute in bf16 (accelerate hands the output back in fp32)."""
     seen = []
 
-    def loss(m, x, step):
-        y = m(x)
-        seen.append(y.dtype)
-        return y.float().pow(2).mean()
+    class Probe(torch.nn.Module):
+        def forward(self, h):
+            seen.append(h.dtype)
+            return h
 
     torch.manual_seed(0)
-    Trainer(torch.nn.Linear(3, 1), loss, lambda step, g: torch.randn(4, 3, generator=g),
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), Probe(), torch.nn.Linear(4, 1))
+    Trainer(model, lambda m, x, step: m(x).float().pow(2).mean(), lambda step, g: torch.randn(4, 3, generator=g),
             TrainConfig(steps=10, progress=False, ema_decay=None, mixed_precision="bf16")).fit()   # device as the presets
     assert seen == [torch.bfloat16] * CAPS.max_train_steps
