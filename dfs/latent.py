@@ -30,7 +30,6 @@ from torch import nn
 from .device import batch_rand
 from .diffusion import NoiseSchedule, ddim_sample, ddpm_sample, loss_simple
 from .nets import WeightsUnavailable
-from .smoke import cap
 
 # ----------------------------------------------------------------------------------------------------------
 # Encoding and decoding, the same for both kinds of autoencoder
@@ -533,7 +532,6 @@ class LatentDiffusion(nn.Module):
         Algorithm 2, all T steps), decoded to images unless ``decode=False``. ``cond`` has n entries."""
         if cond is not None and len(cond) != n:
             raise ValueError(f"cond has {len(cond)} entries for n={n} samples")
-        steps = cap(steps, "max_sampler_steps")      # DFS_SMOKE=1: a couple of DDIM steps (dfs.smoke)
         dev = next(self.unet.parameters()).device
         eps_model = self.guided_eps(None if cond is None else torch.as_tensor(cond).to(dev), guidance)
         shape = (n, *self.latent_shape)

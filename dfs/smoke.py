@@ -10,8 +10,8 @@ loops applies them once, where the loop's length is decided:
   FaceShifter (:func:`dfs.swap.config.load_yaml_config`), whose runs also go to a folder of their own
   (:func:`run_root`, :func:`dfs.swap.config.resolve_checkpoint_dir`) so that a smoke run never resumes from, or
   overwrites, a real run;
-* the swap sampler's DDIM steps: :meth:`dfs.swap.config.SamplerOptions.resolve`; the latent model's:
-  :meth:`dfs.latent.LatentDiffusion.sample`;
+* the swap sampler's DDIM steps: :func:`dfs.swap.diffusion.sample_swap` (the latent digits' sampler is not capped:
+  its source is hashed into the shipped latent weights, and 20 steps on 4 × 4 latents cost little);
 * evaluation pairs and gallery photos: :func:`dfs.evaluate.evaluate`;
 * the studies' grids (seeds, evaluation points, samples, data rows, batches, the ELBO study's chain length T):
   :func:`dfs.elbo_study.study_config` and :func:`dfs.elbo_study.digits_8bit`, :class:`dfs.gan_study.StudyConfig`,
