@@ -38,8 +38,8 @@ DIR_ENV = "DFS_SMOKE_DIR"    # where a smoke run keeps its checkpoints (dfs repr
 class SmokeCaps:
     """The upper bounds of a smoke run (one source of truth)."""
     max_train_steps: int = 2       # optimiser steps of any training run (each stage of a two-stage model)
-    max_batch: int = 2             # examples per training step
-    max_sampler_steps: int = 2     # DDIM / respaced sampling steps
+    max_batch: int = 1             # examples per training step
+    max_sampler_steps: int = 1     # DDIM / respaced sampling steps
     max_eval_pairs: int = 2        # (source, target) pairs of an evaluation, self-swap pairs, swaps of a sweep
     max_per_identity: int = 3      # face photos per person (training faces and the evaluation gallery; >= 2)
     max_data_items: int = 16       # rows of a study's data set or sample set (digits, samples, probe batches)
