@@ -14,7 +14,7 @@ def _reproduce(args) -> int:
 
     only = [s for part in (args.only or []) for s in part.split(",")] or None
     try:
-        reproduce(quick=args.quick, only=only, out=args.out)
+        reproduce(quick=args.quick, only=only, out=args.out, smoke=args.smoke)
     except NotebookFailed as e:
         print(f"dfs reproduce: {e}", file=sys.stderr)
         return 1
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="execute the notebooks in order and regenerate figures/")
     r.add_argument("--quick", action="store_true", help="small, CPU-friendly settings (minutes, not hours)")
+    r.add_argument("--smoke", action="store_true", help="every notebook in FULL mode at toy length (a couple of "
+                   "steps, batches and pairs: dfs.smoke), written to <out>/smoke/; checks full-only code in minutes")
     r.add_argument("--only", action="append", metavar="NN[,NN]", help="run only these notebooks, e.g. 01,02")
     r.add_argument("--out", default="build", help="where executed notebooks go (default: build/)")
     r.set_defaults(func=_reproduce)

@@ -21,6 +21,7 @@ from torch import nn
 
 from . import diffusion as D
 from . import stats
+from .smoke import smoke_caps
 
 LOSSES = ("simple", "hybrid", "vlb")
 SAMPLERS = ("ddpm_small", "ddpm_large", "ddpm_learned", "ddim")
@@ -55,7 +56,13 @@ def study_config(quick: bool, **overrides) -> StudyConfig:
     cfg = StudyConfig() if quick else StudyConfig(
         T=1000, model="unet", steps=8000, batch_size=256, lr=5e-4, ema_decay=0.999, probe_every=1000,
         n_samples=1000, runs=QUICK_RUNS + (("simple", "linear"),))
-    return replace(cfg, **overrides)
+    cfg = replace(cfg, **overrides)
+    caps = smoke_caps()
+    if caps is not None:   # DFS_SMOKE=1: every run and bound on a short chain, a few digits, samples and K (dfs.smoke)
+        cfg = replace(cfg, T=min(cfg.T, caps.max_chain), batch_size=min(cfg.batch_size, caps.max_batch),
+                      n_samples=min(cfg.n_samples, caps.max_data_items), Ks=tuple(sorted(cfg.Ks)[:caps.max_grid]),
+                      probe_batches=min(cfg.probe_batches, caps.max_grid))
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -82,7 +89,11 @@ def digits_8bit(flat: bool = True, test_fraction: float = 0.2, seed: int = 0) ->
         x = x.flatten(1)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = int(round(test_fraction * len(x)))
-    return x[perm[n_test:]].contiguous(), x[perm[:n_test]].contiguous()
+    train, test = x[perm[n_test:]], x[perm[:n_test]]
+    caps = smoke_caps()
+    if caps is not None:   # DFS_SMOKE=1: a few digits of each
+        train, test = train[:caps.max_data_items], test[:caps.max_data_items]
+    return train.contiguous(), test.contiguous()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfs import smoke
 from dfs.data.faces import load_faces
 from dfs.metrics import (SwapJudge, Triple, inception_fid_kid, inception_status, intervals, paired_differences, psnr,
                          ssim, summarise)
@@ -196,6 +197,9 @@ def evaluate(method="classical", data: str | os.PathLike | None = None, pairs: i
     self_pairs = min(pairs, 10) if self_pairs is None else int(self_pairs)
     if self_pairs < 0:
         raise ValueError(f"self_pairs must be >= 0, got {self_pairs}")
+    # DFS_SMOKE=1 (dfs.smoke): a couple of pairs and a small gallery, every row and metric still computed
+    pairs, self_pairs = smoke.cap(pairs, "max_eval_pairs"), smoke.cap(self_pairs, "max_eval_pairs")
+    max_per_identity = smoke.cap(max_per_identity, "max_per_identity")
     swap_method = get_method(method, **(method_options or {})) if isinstance(method, str) else method
     analyzer = analyzer or FaceAnalyzer()
     pipe = SwapPipeline(swap_method, analyzer=analyzer)

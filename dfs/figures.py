@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .labels import language
 from .paths import figures_dir, repo_root
+from .smoke import smoke_caps
 
 MANIFEST = "MANIFEST.json"
 _context: dict = {"notebook": os.environ.get("DFS_NOTEBOOK"), "quick": None, "seed": None, "device": None}
@@ -93,7 +94,8 @@ def save(fig, name: str, directory: str | Path | None = None, dpi: int = 150, **
     entry = {
         "files": files,
         "notebook": ctx["notebook"] or os.environ.get("DFS_NOTEBOOK") or "interactive",
-        "mode": {True: "quick", False: "full", None: "unknown"}[ctx["quick"]],
+        "mode": "smoke" if ctx["quick"] is False and smoke_caps() else {True: "quick", False: "full",
+                                                                         None: "unknown"}[ctx["quick"]],
         "device": ctx["device"] or describe_device(),
         "seed": ctx["seed"],
         "language": language(),

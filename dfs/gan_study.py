@@ -21,6 +21,7 @@ from . import gan as G
 from . import toy
 from .results import claim
 from .stats import mean_interval, welch_interval
+from .smoke import smoke_caps
 
 MIXTURES = {"eight_gaussians": toy.eight_gaussians_gmm, "grid25": toy.grid_gmm}
 TITLES = {"eight_gaussians": "8 Gaussians (ring)", "grid25": "5×5 grid"}
@@ -46,6 +47,15 @@ class StudyConfig:
     seed: int = 0
 
     def __post_init__(self):
+        caps = smoke_caps()
+        if caps is not None:   # DFS_SMOKE=1: every dataset and variant, a couple of seeds, steps and checkpoints
+            steps = min(self.steps, caps.max_train_steps)
+            every = max(1, steps // caps.max_grid)
+            for name, value in (("seeds", min(self.seeds, caps.max_seeds)), ("steps", steps), ("eval_every", every),
+                                ("shown_steps", tuple(range(every, steps + 1, every))),
+                                ("diffusion_steps", min(self.diffusion_steps, caps.max_train_steps)),
+                                ("diffusion_batch", min(self.diffusion_batch, caps.max_batch))):
+                object.__setattr__(self, name, value)
         unknown = set(self.datasets) - set(MIXTURES) or set(self.variants) - set(G.VARIANTS)
         if unknown:
             raise ValueError(f"unknown dataset or variant {sorted(unknown)}; datasets: {sorted(MIXTURES)}, "

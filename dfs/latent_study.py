@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from . import diffusion, latent, nets, train
 from .data import digits
 from .figures import git_commit
+from .smoke import smoke_caps
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "latent-digits"
 SHIP_COMMAND = "python -m dfs.latent_study --out dfs/weights/latent-digits"
@@ -80,8 +81,14 @@ FULL = replace(QUICK, ae_preset="small", ae_steps=3000, ae_batch=64, uncond_batc
 
 
 def recipe(quick: bool, **overrides) -> LatentRecipe:
-    """The quick recipe (the shipped weights) or the full one (a GPU: wider autoencoders, more steps)."""
-    return replace(QUICK if quick else FULL, **overrides)
+    """The quick recipe (the shipped weights) or the full one (a GPU: wider autoencoders, more steps).  With
+    ``DFS_SMOKE=1`` (:mod:`dfs.smoke`) every batch is capped (the trainer caps the steps)."""
+    r = replace(QUICK if quick else FULL, **overrides)
+    caps = smoke_caps()
+    if caps is not None:
+        r = replace(r, ae_batch=min(r.ae_batch, caps.max_batch), uncond_batch=min(r.uncond_batch, caps.max_batch),
+                    cond_batch=min(r.cond_batch, caps.max_batch))
+    return r
 
 
 def digits_split(r: LatentRecipe) -> dict:

@@ -3,11 +3,19 @@
 Any ``notebooks/NN_*.ipynb`` (or ``NNx_*.ipynb``, a lowercase letter after the number: ``02b`` sorts after ``02``
 and before ``03``) is picked up, so adding a notebook needs no change here. A failing notebook
 stops the run with a :class:`NotebookFailed` naming the notebook and the cell.
+
+``smoke=True`` (``dfs reproduce --smoke``) runs every notebook in *full* mode (``QUICK = False``) with
+``DFS_SMOKE=1``, which caps every loop at a couple of steps (:mod:`dfs.smoke`), and keeps everything it writes in
+``<out>/smoke/``: executed notebooks in ``notebooks/``, figures and tables in ``figures/`` (tables marked
+``"smoke"``), training runs in ``checkpoints/`` (removed after a run that passed). The quick run's ``figures/`` and
+``<out>/notebooks/`` are not touched.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .paths import figures_dir, repo_root
 from .results import results_dir
+from .smoke import DIR_ENV, ENV
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2}[a-z]?)_.+\.ipynb$")
 
@@ -81,12 +90,46 @@ def run_notebook(path: Path, out_dir: Path, quick: bool, parameters: dict | None
     return NotebookRun(path.stem, time.perf_counter() - start, executed)
 
 
+@contextlib.contextmanager
+def environment(**values: str):
+    """Set environment variables for the block, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def smoke_environment(out: str | Path) -> dict[str, str]:
+    """The variables of a smoke run writing below ``<out>/smoke``: ``DFS_SMOKE=1``, its own figures folder and
+    the folder its training runs go to."""
+    root = (Path(out) / "smoke").resolve()
+    return {ENV: "1", DIR_ENV: str(root), "DFS_FIGURES": str(root / "figures")}
+
+
 def reproduce(quick: bool = False, only: list[str] | None = None, out: str | Path = "build",
-              notebooks_dir: str | Path | None = None, parameters: dict | None = None, log=print) -> list[NotebookRun]:
+              notebooks_dir: str | Path | None = None, parameters: dict | None = None, log=print,
+              smoke: bool = False) -> list[NotebookRun]:
     """Run every notebook (or ``only`` some) in order; executed copies go to ``<out>/notebooks/``.
 
     A run of every notebook first removes the tables earlier runs recorded (``figures/results/*.json``), so the
-    results chapter it ends with reads this run's numbers only; a run of ``only`` some keeps the others' tables."""
+    results chapter it ends with reads this run's numbers only; a run of ``only`` some keeps the others' tables.
+    ``smoke``: full mode at toy length, everything below ``<out>/smoke/`` (module docstring)."""
+    if smoke:
+        if quick:
+            raise ValueError("--smoke runs full mode at toy length: leave out --quick")
+        env = smoke_environment(out)
+        with environment(**env):
+            runs = reproduce(False, only, Path(env[DIR_ENV]), notebooks_dir, parameters, log)
+        shutil.rmtree(Path(env[DIR_ENV]) / "checkpoints", ignore_errors=True)
+        log(f"smoke run passed: executed notebooks in {Path(env[DIR_ENV]) / 'notebooks'}, figures and tables "
+            f"(marked smoke) in {env['DFS_FIGURES']}")
+        return runs
     notebooks = find_notebooks(Path(notebooks_dir or repo_root() / "notebooks"), only)
     if not only:
         stale = sorted(results_dir().glob("*.json"))
@@ -96,7 +139,7 @@ def reproduce(quick: bool = False, only: list[str] | None = None, out: str | Pat
             log(f"removed {len(stale)} table(s) recorded by earlier runs from {results_dir()}")
     out_dir = Path(out) / "notebooks"
     runs: list[NotebookRun] = []
-    mode = "quick" if quick else "full"
+    mode = "quick" if quick else "smoke" if os.environ.get(ENV) == "1" else "full"
     bar = tqdm(notebooks, desc=f"dfs reproduce ({mode})", unit="notebook")
     for nb in bar:
         bar.set_postfix_str(nb.stem)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import figures
 from .paths import figures_dir
+from .smoke import smoke_caps
 
 RESULTS = "results"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -99,6 +100,8 @@ def make_table(name: str, rows: list[dict], caption: str, uncertainty: str = "",
         table[key] = context.pop(key, ctx.get(key))
     table["commit"] = context.pop("commit", None) or figures.git_commit()
     table["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if smoke_caps() is not None:   # dfs reproduce --smoke: full mode at toy length, numbers that measure nothing
+        table["smoke"] = True
     table.update(context)
     return table
 
@@ -146,12 +149,16 @@ def format_cell(value, digits: int = 4) -> str:
 
 
 def mode_name(table: dict) -> str:
+    if table.get("smoke"):
+        return "smoke"
     return {True: "quick", False: "full"}.get(table.get("quick"), "unknown mode")
 
 
 def source_text(table: dict) -> str:
     """Where a table's numbers came from: notebook (or command), mode, seed, commit."""
     mode = {True: "quick mode", False: "full mode"}.get(table.get("quick"), "mode not recorded")
+    if table.get("smoke"):
+        mode = "SMOKE run (full mode at toy length: the numbers measure nothing)"
     parts = [table.get("notebook") or "?", mode + (f" ({table['mode_note']})" if table.get("mode_note") else "")]
     if table.get("seed") is not None:
         parts.append(f"seed {table['seed']}")

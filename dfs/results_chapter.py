@@ -27,6 +27,7 @@ from pathlib import Path
 from . import figures, results, thesis_map
 from .labels import lbl
 from .paths import figures_dir, repo_root
+from .smoke import smoke_caps
 
 Z95 = 1.959963984540054   # two-sided 95 % normal quantile, for "± s.e." columns
 
@@ -276,6 +277,8 @@ def build_chapter(figures_directory: str | os.PathLike | None = None, results_ro
     Reports: those in ``results_root`` (default ``<repo>/results``: the runs kept with the repository) and those a
     notebook of this run wrote into ``<figures>/results`` (table names ``run_eval_*``, variant "this run")."""
     recorded = results.load_tables(Path(figures_directory) if figures_directory else None)
+    if smoke_caps() is None:   # a smoke run's tables (dfs reproduce --smoke) are never results
+        recorded = [t for t in recorded if not t.get("smoke")]
     reports = find_eval_reports(results_root) + find_eval_reports(
         results.results_dir(Path(figures_directory) if figures_directory else None), subfolders=False,
         prefix="run_", variant="this run")

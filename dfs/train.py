@@ -43,6 +43,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from .device import batch_shard
+from .smoke import cap
 
 LossFn = Callable[[torch.nn.Module, Any, int], "torch.Tensor | dict"]
 StepFn = Callable[["Trainer", Any, int], dict]
@@ -330,7 +331,7 @@ class Trainer:
         checkpoint_dir is set, then re-raises: nothing trained is lost.
         """
         cfg = self.config
-        total = cfg.steps if steps is None else steps
+        total = cap(cfg.steps if steps is None else steps, "max_train_steps")   # DFS_SMOKE=1: a couple of steps
         self._start_wandb()
         bar = tqdm(total=total, initial=self.step, desc="training", leave=False,
                    disable=not cfg.progress or not self.accelerator.is_main_process,

@@ -14,6 +14,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from dfs import smoke
+
 PRESETS = ("quick", "full", "quick_tokens")
 MODEL_FIELDS = ("image_size", "template", "block_out_channels", "layers_per_block", "norm_num_groups",
                 "plain_levels", "attention_head_dim", "id_dim", "id_tokens", "token_dim", "heatmap_sigma",
@@ -130,7 +132,7 @@ class SwapConfig:
         return d
 
     def resolved_checkpoint_dir(self) -> Path:
-        return resolve_path(self.checkpoint_dir)
+        return resolve_checkpoint_dir(self.checkpoint_dir)
 
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir:
@@ -222,6 +224,30 @@ def resolve_path(p: str | os.PathLike) -> Path:
     return p if p.is_absolute() else repo_root() / p
 
 
+def resolve_checkpoint_dir(p: str | os.PathLike) -> Path:
+    """A run folder: :func:`resolve_path`, except that in a smoke run (``DFS_SMOKE=1``) relative ones go below the
+    smoke run's own folder (:func:`dfs.smoke.run_root`), so that it never resumes from, or overwrites, a real run."""
+    p = Path(p).expanduser()
+    if smoke.smoke_caps() is not None and not p.is_absolute():
+        return smoke.run_root() / p
+    return resolve_path(p)
+
+
+SMOKE_LIMITS = {"steps": "max_train_steps", "hear_steps": "max_train_steps", "batch_size": "max_batch",
+                "max_per_identity": "max_per_identity"}
+
+
+def smoke_capped(d: dict, cls) -> dict:
+    """``d`` (settings of ``cls``) with the training length, batch and photos per person capped in a smoke run
+    (``DFS_SMOKE=1``, :mod:`dfs.smoke`); ``d`` itself otherwise."""
+    caps = smoke.smoke_caps()
+    if caps is None:
+        return d
+    defaults = {f.name: f.default for f in fields(cls)}
+    return {**d, **{k: min(d.get(k, defaults[k]), getattr(caps, limit)) for k, limit in SMOKE_LIMITS.items()
+                    if k in defaults}}
+
+
 def preset_path(name: str) -> Path:
     return Path(__file__).parent / "presets" / f"{name}.yaml"
 
@@ -253,7 +279,7 @@ def load_yaml_config(name_or_path: str | os.PathLike, presets: tuple, preset_fil
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a configuration is a YAML mapping of setting: value")  # noqa: TRY004
     d.update(overrides)
-    return config_from_dict(d, str(path), cls, f"{what}setting")
+    return config_from_dict(smoke_capped(d, cls), str(path), cls, f"{what}setting")
 
 
 def load_config(name_or_path: str | os.PathLike = "quick", **overrides) -> SwapConfig:

@@ -67,6 +67,7 @@ import torchvision.transforms.functional as TF
 from dfs.diffusion import (NoiseSchedule, ddim_sample, ddim_timesteps, extract, ilvr_refine, predict_eps_from_v,
                            predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v, q_sample, sample_timesteps,
                            v_target)
+from dfs import smoke
 from dfs.device import batch_randn
 from dfs.data.faces import resolved_data
 from dfs.faces.align import IBUG68_GROUPS
@@ -358,6 +359,7 @@ def sample_swap(model: SwapDiffusion, target: torch.Tensor, mask: torch.Tensor, 
         raise ValueError(f"guidance and id_guidance must be >= 0, got {guidance}, {id_guidance}")
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
+    steps = smoke.cap(steps, "max_sampler_steps")          # DFS_SMOKE=1: a couple of DDIM steps (dfs.smoke)
     dev = next(model.parameters()).device
     target, mask = target.to(dev), mask.to(dev)
     cond = model.condition(target, mask, landmarks68.to(dev), None if reference is None else reference.to(dev))
@@ -403,7 +405,7 @@ def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps:
     replace; :func:`identity_cosines`, after a ``blur`` when > 0), and the results (B, 3, S, S) in [−1, 1]; for a
     ``source_pixels`` model also "warped": the warped sources blended through the same masks (the input it
     refines, what the classical swap would paste before its Poisson blending)."""
-    i, j = cross_pairs(data, n, seed)
+    i, j = cross_pairs(data, smoke.cap(n, "max_eval_pairs"), seed)
     was = model.training
     model.eval()
     tgt, mask, lm, chip = data.crops[i], data.masks[i], data.landmarks68[i], data.chip_M[i]

@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from dfs.faces.identity_chips import FaceEmbedder, identity_encoder, identity_of_crops
-from dfs.swap.config import check_compatible, load_yaml_config, resolve_path
+from dfs.swap.config import check_compatible, load_yaml_config, resolve_checkpoint_dir
 from dfs.swap.data import to_unit
 from dfs.swap.config import config_from_dict as _config_from_dict
 
@@ -154,7 +154,7 @@ class FaceShifterConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     def resolved_checkpoint_dir(self) -> Path:
-        return resolve_path(self.checkpoint_dir)
+        return resolve_checkpoint_dir(self.checkpoint_dir)
 
     def data_config(self):
         """The diffusion swap's configuration for the same faces (identity split, crop size, cache), for
