@@ -53,6 +53,7 @@ from dfs.swap.diffusion import DiffusionSwap, SwapDiffusion, default_checkpoint,
 from dfs.swap.pipeline import SwapPipeline
 from dfs.train import Trainer, TrainConfig
 from dfs.labels import lbl
+from dfs.smoke import cap
 
 # ---------------------------------------------------------------------------------------------------------------
 # the photos: at least two usable, one person
@@ -389,9 +390,10 @@ def personalization_study(shots=(3, 5), people=None, steps: int | None = None, q
     t_start = time.perf_counter()
     preset = QUICK if quick else FULL
     steps = steps or preset["steps"]
-    pairs, drift_pairs = pairs or preset["pairs"], drift_pairs or preset["drift_pairs"]
+    pairs = cap(pairs or preset["pairs"], "max_eval_pairs")            # dfs reproduce --smoke: toy length
+    drift_pairs = cap(drift_pairs or preset["drift_pairs"], "max_eval_pairs")
     batch_size = batch_size or preset["batch_size"]
-    people = preset["people"] if people is None else people
+    people = cap(preset["people"], "max_seeds") if people is None else people
     shots = tuple(sorted(int(k) for k in shots))
     if not shots or shots[0] < 2:
         raise ValueError(f"shots must be photo counts >= 2, got {shots}")
