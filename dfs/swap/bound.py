@@ -22,6 +22,7 @@ from dfs import elbo_study as E
 from dfs.diffusion import RespacedModel, predict_x0_from_eps, q_sample, respace
 from dfs.metrics import bootstrap_interval
 from dfs.swap.data import SwapData
+from dfs.smoke import cap
 
 
 class ConditionalEps(nn.Module):
@@ -91,6 +92,8 @@ def held_out_rate_distortion(model: nn.Module, data: SwapData, n: int, steps: in
     if n < 1:
         raise ValueError(f"n must be at least 1 face, got {n}")
     sched = model.schedule
+    n = cap(n, "max_eval_pairs")                                 # dfs reproduce --smoke: toy length
+    steps = cap(sched.T if steps is None else steps, "max_chain")
     i, j = data.distinct_pairs(n, torch.Generator().manual_seed(seed))
     x0, mask, eps = bind_pairs(model, data, i, j)
     S = torch.arange(sched.T)
