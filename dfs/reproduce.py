@@ -71,22 +71,14 @@ def run_notebook(path: Path, out_dir: Path, quick: bool, parameters: dict | None
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / path.name
     params = {"QUICK": bool(quick), **(parameters or {})}
-    old = {k: os.environ.get(k) for k in ("DFS_NOTEBOOK", "MPLBACKEND", "DFS_FIGURES")}
-    os.environ["DFS_NOTEBOOK"] = path.stem
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    os.environ["DFS_FIGURES"] = str(figures_dir())
     start = time.perf_counter()
-    try:
-        pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name="python3",
-                            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
-    except pm.PapermillExecutionError as e:
-        raise NotebookFailed(path.stem, e.exec_count or e.cell_index + 1, e.ename, e.evalue, executed) from None
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with environment(DFS_NOTEBOOK=path.stem, MPLBACKEND=os.environ.get("MPLBACKEND", "Agg"),
+                     DFS_FIGURES=str(figures_dir())):
+        try:
+            pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name="python3",
+                                cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(path.stem, e.exec_count or e.cell_index + 1, e.ename, e.evalue, executed) from None
     return NotebookRun(path.stem, time.perf_counter() - start, executed)
 
 
