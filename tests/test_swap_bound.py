@@ -128,3 +128,16 @@ def test_curve_rows_read_the_curve_at_the_chain_steps_with_intervals_over_faces(
     assert (first[B.DIST], first[B.DIST + " low"], first[B.DIST + " high"]) == pytest.approx(
         (127.5 * math.sqrt(0.05), 127.5 * 0.1, 127.5 * 0.3))        # the resampled means: 0.01, 0.05, 0.09
     assert (last["t"], last[B.RATE], last[B.SHARE], last[B.DIST]) == (0, pytest.approx(10), pytest.approx(0), 0)
+
+
+def test_smoke_mode_caps_the_faces_and_the_chain(data, model, monkeypatch):
+    """Under `dfs reproduce --smoke` (DFS_SMOKE=1) full mode's "every held-out face, every step" becomes
+    max_eval_pairs faces on a max_chain-step chain; without it the arguments are kept."""
+    import dfs.smoke
+    caps = dfs.smoke.SmokeCaps(max_chain=5)            # the tiny model's T = 30 is below the real cap of 50
+    monkeypatch.setattr(dfs.smoke, "smoke_caps", lambda: caps)
+    rd = B.held_out_rate_distortion(model, data, n=len(data.crops), steps=None, seed=0, max_batch=20)
+    assert len(rd["dims"]) == caps.max_eval_pairs and rd["t"].tolist() == list(range(5, -1, -1))
+    monkeypatch.undo()
+    rd = B.held_out_rate_distortion(model, data, n=3, steps=6, seed=0, max_batch=20)
+    assert len(rd["dims"]) == 3 and len(rd["t"]) == 7
