@@ -46,6 +46,7 @@ class SmokeCaps:
     max_seeds: int = 2             # seeds of a study over seeds (>= 2: intervals need two)
     max_grid: int = 2              # points of a study's grid (checkpoints, numbers of steps K)
     max_chain: int = 50            # T of a chain a study trains, bounds and samples step by step (the ELBO study's)
+    max_bound_steps: int = 10      # steps of a chain bounded with a swap-size network (the face rate-distortion)
 
 
 def smoke_caps() -> SmokeCaps | None:

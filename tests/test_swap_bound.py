@@ -132,9 +132,9 @@ def test_curve_rows_read_the_curve_at_the_chain_steps_with_intervals_over_faces(
 
 def test_smoke_mode_caps_the_faces_and_the_chain(data, model, monkeypatch):
     """Under `dfs reproduce --smoke` (DFS_SMOKE=1) full mode's "every held-out face, every step" becomes
-    max_eval_pairs faces on a max_chain-step chain; without it the arguments are kept."""
+    max_eval_pairs faces on a max_bound_steps-step chain; without it the arguments are kept."""
     import dfs.smoke
-    caps = dfs.smoke.SmokeCaps(max_chain=5)            # the tiny model's T = 30 is below the real cap of 50
+    caps = dfs.smoke.SmokeCaps(max_bound_steps=5)      # below the tiny model's T = 30
     monkeypatch.setattr(dfs.smoke, "smoke_caps", lambda: caps)
     rd = B.held_out_rate_distortion(model, data, n=len(data.crops), steps=None, seed=0, max_batch=20)
     assert len(rd["dims"]) == caps.max_eval_pairs and rd["t"].tolist() == list(range(5, -1, -1))

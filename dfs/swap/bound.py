@@ -93,7 +93,7 @@ def held_out_rate_distortion(model: nn.Module, data: SwapData, n: int, steps: in
         raise ValueError(f"n must be at least 1 face, got {n}")
     sched = model.schedule
     n = cap(n, "max_eval_pairs")                                 # dfs reproduce --smoke: toy length
-    steps = cap(sched.T if steps is None else steps, "max_chain")
+    steps = cap(sched.T if steps is None else steps, "max_bound_steps")
     i, j = data.distinct_pairs(n, torch.Generator().manual_seed(seed))
     x0, mask, eps = bind_pairs(model, data, i, j)
     S = torch.arange(sched.T)
