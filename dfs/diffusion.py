@@ -601,6 +601,20 @@ def vlb_terms(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance:
     part is exact on its own: the code length of those dimensions of x_0 when every step also sees the others
     (e.g. the face region of an inpainting model whose condition holds the rest). D = their number per sample.
     """
+    return vlb_terms_per_variance(model, sched, x0, (variance,), decoder, max_batch, generator, clip_x0, dims)[variance]
+
+
+def vlb_terms_per_variance(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variances=VARIANCES[:2],
+                           decoder: str = "discretized", max_batch: int = 16384,
+                           generator: torch.Generator | None = None, clip_x0: float | None = None,
+                           dims: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """:func:`vlb_terms` for each variance of ``variances`` ({variance: its dict}) from **one** network pass per
+    (sample, t): Σ_θ does not enter the network (for ``"learned_range"`` the same output carries ε and v), so the
+    bounds of, say, σ_t² = β̃_t and σ_t² = β_t on the same draws x_t cost one bound, not two. Each dict equals
+    what :func:`vlb_terms` returns for that variance with the same ``generator`` state."""
+    variances = tuple(variances)
+    if not variances or len(set(variances)) != len(variances) or not set(variances) <= set(VARIANCES):
+        raise ValueError(f"variances must be distinct names from {VARIANCES}, got {variances}")
     B, T = x0.shape[0], sched.T
     if dims is not None:
         try:
@@ -613,21 +627,27 @@ def vlb_terms(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance:
     if torch.any(D == 0):
         raise ValueError(f"dims selects no dimension of sample(s) {(D == 0).nonzero().flatten().tolist()}")
     chunk = max(1, max_batch // max(B, 1))
-    terms = torch.empty(B, T, dtype=x0.dtype, device=x0.device)
-    x0_sq_error = torch.empty(B, T, dtype=x0.dtype, device=x0.device)
+    terms = {v: torch.empty(B, T, dtype=x0.dtype, device=x0.device) for v in variances}
+    x0_sq_error = {v: torch.empty(B, T, dtype=x0.dtype, device=x0.device) for v in variances}
     for start in range(0, T, chunk):
         ts = torch.arange(start, min(start + chunk, T), device=x0.device)
         repeat = (len(ts), *([1] * (x0.dim() - 1)))
         xb, db = x0.repeat(*repeat), None if dims is None else dims.repeat(*repeat)   # timestep-major: row k·B + i
         tb = ts.repeat_interleave(B)
         x_t = q_sample(sched, xb, tb, _randn(xb.shape, generator, xb))
-        p = model_p_mean_variance(model, sched, x_t, tb, variance, clip_x0)
-        terms[:, start:start + len(ts)] = vlb_term(sched, xb, x_t, tb, p, decoder, db).reshape(len(ts), B).T
-        x0_sq_error[:, start:start + len(ts)] = (_sum_dims((p["pred_x0"] - xb).pow(2), db).reshape(len(ts), B) / D).T
+        out = model(x_t, _check_t(tb, x_t, sched.T))                                    # the one network pass
+        eps, w = split_model_output(out) if "learned_range" in variances else (out, None)
+        for v in variances:
+            p = p_mean_variance(sched, eps, x_t, tb, v, clip_x0, w if v == "learned_range" else None)
+            terms[v][:, start:start + len(ts)] = vlb_term(sched, xb, x_t, tb, p, decoder, db).reshape(len(ts), B).T
+            x0_sq_error[v][:, start:start + len(ts)] = (_sum_dims((p["pred_x0"] - xb).pow(2), db).reshape(len(ts), B) / D).T
     prior = prior_kl(sched, x0, dims)
-    total = prior + terms.sum(1)
-    return {"prior": prior, "terms": terms, "total": total, "dims": D,
-            "bits_per_dim": total / (D * math.log(2)), "x0_sq_error": x0_sq_error}
+    result = {}
+    for v in variances:
+        total = prior + terms[v].sum(1)
+        result[v] = {"prior": prior, "terms": terms[v], "total": total, "dims": D,
+                     "bits_per_dim": total / (D * math.log(2)), "x0_sq_error": x0_sq_error[v]}
+    return result
 
 
 def nll_bits_per_dim(model: EpsModel, sched: NoiseSchedule, x0: torch.Tensor, variance: str = "fixed_small",

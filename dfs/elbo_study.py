@@ -406,25 +406,40 @@ def rate_distortion(model, sched: D.NoiseSchedule, x0: torch.Tensor, variance: s
     ``rate`` (T+1,) the mean R(t) over the samples; ``distortion`` (T+1,) the RMSE above; and per sample
     ``rate_per_sample`` and ``sq_error_per_sample`` (B, T+1) (the latter ‖x_0 − x̂_0‖²/D) for intervals.
     """
+    return rate_distortion_per_variance(model, sched, x0, (variance,), decoder, clip_x0, seed, batch_size, max_batch,
+                                        dims)[variance]
+
+
+def rate_distortion_per_variance(model, sched: D.NoiseSchedule, x0: torch.Tensor, variances=("fixed_small", "fixed_large"),
+                                 decoder: str = "discretized", clip_x0: float | None = None, seed: int = 0,
+                                 batch_size: int = 512, max_batch: int = 65536,
+                                 dims: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """:func:`rate_distortion` for each variance of ``variances`` ({variance: its dict}) from one network pass per
+    draw (:func:`dfs.diffusion.vlb_terms_per_variance`): the same draws x_t, so the curves are paired, for the
+    cost of one. Each dict equals :func:`rate_distortion`'s for that variance and ``seed``."""
     if x0.dim() < 2 or len(x0) == 0:
         raise ValueError(f"x0 must be a batch of at least one sample, shape (B, ...); got {tuple(x0.shape)}")
     params = list(model.parameters()) if isinstance(model, nn.Module) else []
     device = params[0].device if params else x0.device
     g = torch.Generator().manual_seed(seed)
-    rates, errors = [], []
+    rates, errors = {v: [] for v in variances}, {v: [] for v in variances}
     for i in range(0, len(x0), batch_size):
         xb = x0[i:i + batch_size].to(device)
-        out = D.vlb_terms(model, sched, xb, variance, decoder=decoder, generator=g, max_batch=max_batch,
-                          clip_x0=clip_x0, dims=None if dims is None else dims[i:i + batch_size].to(device))
-        bits = out["dims"][:, None] * math.log(2)
-        prior = out["prior"][:, None]
-        paid = out["terms"].flip(1).cumsum(1)          # column j: Σ of the L_s with s ≥ T−1−j (code step = s)
-        rates.append((torch.cat([prior, prior + paid], 1) / bits).cpu().double())
-        err = out["x0_sq_error"].flip(1)               # column j: x̂_0 from x_t, t = T − j (paper)
-        errors.append(torch.cat([err, torch.zeros_like(err[:, :1])], 1).cpu().double())
-    rate, sq_error = torch.cat(rates), torch.cat(errors)
-    return {"t": torch.arange(sched.T, -1, -1), "rate": rate.mean(0), "distortion": sq_error.mean(0).sqrt(),
-            "rate_per_sample": rate, "sq_error_per_sample": sq_error}
+        outs = D.vlb_terms_per_variance(model, sched, xb, variances, decoder=decoder, generator=g, max_batch=max_batch,
+                                        clip_x0=clip_x0, dims=None if dims is None else dims[i:i + batch_size].to(device))
+        for v, out in outs.items():
+            bits = out["dims"][:, None] * math.log(2)
+            prior = out["prior"][:, None]
+            paid = out["terms"].flip(1).cumsum(1)          # column j: Σ of the L_s with s ≥ T−1−j (code step = s)
+            rates[v].append((torch.cat([prior, prior + paid], 1) / bits).cpu().double())
+            err = out["x0_sq_error"].flip(1)               # column j: x̂_0 from x_t, t = T − j (paper)
+            errors[v].append(torch.cat([err, torch.zeros_like(err[:, :1])], 1).cpu().double())
+    result = {}
+    for v in rates:
+        rate, sq_error = torch.cat(rates[v]), torch.cat(errors[v])
+        result[v] = {"t": torch.arange(sched.T, -1, -1), "rate": rate.mean(0), "distortion": sq_error.mean(0).sqrt(),
+                     "rate_per_sample": rate, "sq_error_per_sample": sq_error}
+    return result
 
 
 def rate_share_below(rd: dict[str, torch.Tensor], t: int, n_boot: int = 1000, seed: int = 0,

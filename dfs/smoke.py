@@ -44,9 +44,10 @@ class SmokeCaps:
     max_per_identity: int = 3      # face photos per person (training faces and the evaluation gallery; >= 2)
     max_data_items: int = 16       # rows of a study's data set or sample set (digits, samples, probe batches)
     max_seeds: int = 2             # seeds of a study over seeds (>= 2: intervals need two)
-    max_grid: int = 2              # points of a study's grid (checkpoints, numbers of steps K)
+    max_grid: int = 2              # points of a study's grid (checkpoints, numbers of steps K, guidance scales)
     max_chain: int = 50            # T of a chain a study trains, bounds and samples step by step (the ELBO study's)
-    max_bound_steps: int = 10      # steps of a chain bounded with a swap-size network (the face rate-distortion)
+    max_bound_steps: int = 2       # steps of a chain bounded with a swap-size network (the face rate-distortion;
+                                   # a 128-px U-Net pass costs ~7 s of the CI's CPU per face)
 
 
 def smoke_caps() -> SmokeCaps | None:

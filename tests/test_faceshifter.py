@@ -140,6 +140,29 @@ def test_aei_net_shapes_levels_and_masks():
         aei(x, z[:2])
 
 
+def test_a_centred_identity_input_standardises_the_training_vectors_and_ships_with_the_weights(tmp_path, data):
+    """id_center: the generator reads (z − μ)/σ with μ, σ of the training faces' vectors, set before training and
+    saved with (and loaded from) the EMA weights; the identity loss still compares the raw vectors."""
+    cfg = tiny(steps=2, hear_steps=1, id_center=True)
+    aei = FS.AEINet(cfg)
+    e = data.embeddings
+    aei.set_identity_statistics(e)
+    z = aei.identity_input(e, torch.float32)
+    assert z.mean(0).abs().max() < 1e-5 and abs(z.std().item() - 1) < 1e-4
+    assert (e @ e.T).mean() > 0.8 > (torch.nn.functional.normalize(z, dim=1) @ torch.nn.functional.normalize(z, dim=1).T).mean()
+    FT.train_faceshifter(cfg, data=data, progress=False, checkpoint_dir=tmp_path)
+    loaded, _, got, _ = FS.load_faceshifter(tmp_path)
+    assert got.id_center
+    torch.testing.assert_close(loaded.id_mean, e.mean(0), rtol=0, atol=1e-6)
+    x = data.crops[:2]
+    y_loaded = loaded(x, e[:2])[0]
+    loaded.id_mean.zero_()                  # the statistics are what the loaded model uses
+    assert (loaded(x, e[:2])[0] - y_loaded).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="id_center: false"):
+        FS.AEINet(tiny()).set_identity_statistics(e)
+    assert not hasattr(FS.AEINet(tiny()), "id_mean")           # old checkpoints: no buffers, z_id unchanged
+
+
 def test_discriminator_is_multiscale_patchgan_with_spectral_norm():
     d = FS.MultiScaleDiscriminator(8, 2, 3)
     logits = d(torch.randn(2, 3, 32, 32))

@@ -87,6 +87,15 @@ def test_face_rate_at_zero_is_the_bound_over_the_face_region(data, model):
         B.face_region(mask, 0.0)
 
 
+def test_both_variances_of_the_face_bound_come_from_one_pass_and_equal_the_single_bounds(data, model):
+    both = B.held_out_rate_distortions(model, data, n=2, steps=6, seed=1, max_batch=20)
+    for v in ("fixed_small", "fixed_large"):
+        alone = B.held_out_rate_distortion(model, data, n=2, steps=6, variance=v, seed=1, max_batch=20)
+        for key in ("rate_per_sample", "sq_error_per_sample", "t_chain", "targets", "dims"):
+            torch.testing.assert_close(both[v][key], alone[key], rtol=0, atol=0)
+    assert not torch.allclose(both["fixed_small"]["rate_per_sample"], both["fixed_large"]["rate_per_sample"])
+
+
 def test_a_respaced_chain_is_bounded_exactly_and_its_points_sit_on_the_models_steps(data, model):
     K = 10
     rd = B.held_out_rate_distortion(model, data, n=2, steps=K, seed=3, max_batch=20)

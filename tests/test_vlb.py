@@ -186,6 +186,28 @@ def test_vlb_terms_batching_does_not_change_the_result():
     assert r2["terms"].shape == (7, 30) and torch.isfinite(r2["total"]).all()
 
 
+@pytest.mark.parametrize("learned", [False, True])
+def test_vlb_terms_of_several_variances_share_one_network_pass_and_equal_separate_bounds(learned):
+    """Σ_θ does not enter the network, so one pass per draw serves every variance: each result is the bound
+    vlb_terms gives for that variance alone with the same generator, for half the network calls of two bounds."""
+    sched = D.NoiseSchedule.from_name("cosine", 12)
+    model, calls = GaussianOptimalModel(sched, learned=learned), []
+    counted = lambda x_t, t: calls.append(len(x_t)) or model(x_t, t)
+    x0 = (torch.randint(0, 256, (5, 1), generator=torch.Generator().manual_seed(1)).double() / 127.5 - 1)
+    variances = ("learned_range",) if learned else ("fixed_small", "fixed_large")
+    both = D.vlb_terms_per_variance(counted, sched, x0, variances, generator=torch.Generator().manual_seed(4),
+                                    max_batch=5 * 4)
+    assert sum(calls) == 5 * 12 and len(calls) == 3                  # every (sample, t) once, in 3 chunks of 4 steps
+    for v in variances:
+        alone = D.vlb_terms(model, sched, x0, v, generator=torch.Generator().manual_seed(4), max_batch=5 * 4)
+        for key in ("terms", "total", "bits_per_dim", "x0_sq_error"):
+            torch.testing.assert_close(both[v][key], alone[key], rtol=0, atol=0)
+    if not learned:          # the two variances give different bounds: the loop does not reuse one for both
+        assert not torch.allclose(both["fixed_small"]["total"], both["fixed_large"]["total"])
+    with pytest.raises(ValueError, match="distinct names"):
+        D.vlb_terms_per_variance(model, sched, x0, ("fixed_small", "fixed_small"))
+
+
 # --------------------------------------------------------------------------------------------------------
 # L_hybrid (iDDPM eq. 16) and importance-sampled L_vlb (§3.3)
 # --------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from dfs import smoke
 from dfs.data.face_cache import build_face_cache, load_face_cache
 from dfs.data.faces import FaceImages, load_faces
 from dfs.faces.align import mirror_landmarks68
@@ -228,7 +229,9 @@ def prepare_training_data(config: SwapConfig, progress: bool = True, split: str 
 
 def cross_pairs(data: SwapData, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` (target, source) index pairs of *different* people (a swap, not a reconstruction), drawn with
-    ``seed``."""
+    ``seed``; ``dfs reproduce --smoke`` keeps ``max_eval_pairs`` of them (the identity scores and the swap grids
+    of notebooks 06–08 take their pairs here)."""
+    n = smoke.cap(n, "max_eval_pairs")
     g = torch.Generator().manual_seed(seed)
     i = torch.randint(0, len(data), (n,), generator=g)
     j = torch.randint(0, len(data), (n,), generator=g)

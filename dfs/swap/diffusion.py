@@ -405,7 +405,7 @@ def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps:
     replace; :func:`identity_cosines`, after a ``blur`` when > 0), and the results (B, 3, S, S) in [−1, 1]; for a
     ``source_pixels`` model also "warped": the warped sources blended through the same masks (the input it
     refines, what the classical swap would paste before its Poisson blending)."""
-    i, j = cross_pairs(data, smoke.cap(n, "max_eval_pairs"), seed)
+    i, j = cross_pairs(data, n, seed)
     was = model.training
     model.eval()
     tgt, mask, lm, chip = data.crops[i], data.masks[i], data.landmarks68[i], data.chip_M[i]
@@ -418,6 +418,14 @@ def swap_identity_score(model: SwapDiffusion, data: SwapData, n: int = 8, steps:
     out = mask * x0 + (1 - mask) * tgt
     extra = {} if ref is None else {"warped": mask * ref + (1 - mask) * tgt}
     return {**identity_cosines(out, data, i, j, blur), "results": out, "targets": i, "sources": j, **extra}
+
+
+def identity_by_guidance(model: SwapDiffusion, data: SwapData, scales, n: int = 8, **options) -> dict[float, dict]:
+    """:func:`swap_identity_score` at each classifier-free guidance scale of ``scales`` ({s: its dict}), on the same
+    pairs and noise (``options`` pass on: steps, strength, seed, ...). ``dfs reproduce --smoke`` keeps the first
+    ``max_grid`` scales."""
+    scales = list(scales)[:smoke.cap(len(scales), "max_grid")]
+    return {s: swap_identity_score(model, data, n=n, guidance=s, **options) for s in scales}
 
 
 # ---------------------------------------------------------------------------------------------------------------

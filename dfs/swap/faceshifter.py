@@ -57,7 +57,7 @@ from dfs.swap.data import to_unit
 from dfs.swap.config import config_from_dict as _config_from_dict
 
 PRESETS = ("quick", "full")
-MODEL_FIELDS = ("image_size", "template", "id_dim", "enc_channels", "gen_channels", "disc_channels",
+MODEL_FIELDS = ("image_size", "template", "id_dim", "id_center", "enc_channels", "gen_channels", "disc_channels",
                 "disc_layers", "disc_scales", "hear_channels")
 
 
@@ -71,6 +71,9 @@ class FaceShifterConfig:
     image_size: int = 32                   # S, a power of two >= 32; the pipeline crops at this size
     template: str = "ffhq"
     id_dim: int = 128                      # z_id: dlib's ResNet embedding
+    id_center: bool = False                # feed the generator (z_id − μ)/σ, μ and σ of the training faces' embeddings
+                                           # (AEINet.set_identity_statistics): dlib's vectors of different people
+                                           # share a large common part (cos ≈ 0.83), ArcFace's do not
     enc_channels: tuple = (16, 32, 64, 64)      # attribute encoder, at S/2, S/4, ..., 2 px (log2(S) - 1 levels)
     gen_channels: tuple = (64, 64, 32, 16)      # AAD ResBlk outputs at 2, 4, ..., S/2 px; the last block gives RGB
     disc_channels: int = 32                # first PatchGAN layer's width (doubling, at most 8x)
@@ -304,6 +307,28 @@ class AEINet(nn.Module):
         self.encoder = AttributeEncoder(config.enc_channels)
         self.generator = AADGenerator(config.id_dim, AttributeEncoder.channels(config.enc_channels),
                                       config.gen_channels)
+        if config.id_center:          # set from the training faces before training; saved with the weights
+            self.register_buffer("id_mean", torch.zeros(config.id_dim))
+            self.register_buffer("id_scale", torch.ones(()))
+
+    @torch.no_grad()
+    def set_identity_statistics(self, embeddings: torch.Tensor) -> None:
+        """μ = the mean of the training faces' identity vectors (N, id_dim) and σ = the standard deviation of
+        their entries around it, with which :meth:`identity_input` standardises z_id (``config.id_center``)."""
+        if not self.config.id_center:
+            raise ValueError("this AEI-Net has id_center: false; it feeds z_id to the generator unchanged")
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.config.id_dim or len(embeddings) < 2:
+            raise ValueError(f"need at least two identity vectors of {self.config.id_dim} numbers, got "
+                             f"{tuple(embeddings.shape)}")
+        mean = embeddings.double().mean(0)
+        self.id_mean.copy_(mean)
+        self.id_scale.copy_((embeddings.double() - mean).std())
+
+    def identity_input(self, z_id: torch.Tensor, dtype) -> torch.Tensor:
+        """What the AAD generator reads: z_id itself, or (z_id − μ)/σ with ``config.id_center``."""
+        if self.config.id_center:
+            z_id = (z_id - self.id_mean) / self.id_scale
+        return z_id.to(dtype)
 
     def _check(self, x_t, z_id):
         S = self.config.image_size
@@ -316,13 +341,13 @@ class AEINet(nn.Module):
     def forward(self, x_t, z_id):
         self._check(x_t, z_id)
         z_att = self.encoder(x_t)
-        return self.generator(z_att, z_id.to(x_t.dtype)), z_att
+        return self.generator(z_att, self.identity_input(z_id, x_t.dtype)), z_att
 
     def with_masks(self, x_t, z_id):
         """(Ŷ, [M of each AAD layer on the main path, (B, 1, h, h) from 2×2 up to S×S])."""
         self._check(x_t, z_id)
         masks: list = []
-        y = self.generator(self.encoder(x_t), z_id.to(x_t.dtype), masks)
+        y = self.generator(self.encoder(x_t), self.identity_input(z_id, x_t.dtype), masks)
         return y, masks
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from dfs.data.faces import resolved_data
-from dfs import smoke
 from dfs.swap.config import check_compatible
 from dfs.swap.data import cross_pairs, identity_cosines, prepare_training_data
 from dfs.swap.errors import SwapOutOfMemory, oom_message
@@ -113,6 +112,8 @@ def train_aei(cfg: FaceShifterConfig, data, root: Path, progress: bool = True, s
     _refuse_other_model(folder, cfg)
     torch.manual_seed(cfg.seed)  # initial weights: a function of the seed
     gan = FaceShifterGAN(cfg)
+    if cfg.id_center:                   # μ, σ of the training faces' identity vectors (a resumed run reloads them)
+        gan.aei.set_identity_statistics(data.embeddings)
     betas = (cfg.beta1, cfg.beta2)
     opts = {"g": torch.optim.Adam(gan.aei.parameters(), lr=cfg.lr_g, betas=betas),
             "d": torch.optim.Adam(gan.disc.parameters(), lr=cfg.lr_d, betas=betas)}
@@ -199,7 +200,7 @@ def identity_score(aei: AEINet, data, n: int = 8, seed: int = 0, hear: HEARNet |
     a Gaussian blur (standard deviation in pixels) of the results before ID — a check that the identity is not a
     high-frequency pattern that only the identity network (the loss's, and the metric's) reads."""
 
-    i, j = cross_pairs(data, smoke.cap(n, "max_eval_pairs"), seed)
+    i, j = cross_pairs(data, n, seed)
     was = aei.training
     aei.eval()
     dev = next(aei.parameters()).device
@@ -217,7 +218,7 @@ def reference_scores(data, n: int = 8, seed: int = 0, blur: float = 0.0) -> dict
     """The same cosines as :func:`identity_score` on the same pairs for the two references: "target unchanged"
     and "source pasted" (the source's aligned crop through the target's mask)."""
 
-    i, j = cross_pairs(data, smoke.cap(n, "max_eval_pairs"), seed)   # identity_score's pairs
+    i, j = cross_pairs(data, n, seed)   # identity_score's pairs
     tgt, mask = data.crops[i], data.masks[i]
     return {"target unchanged": identity_cosines(tgt, data, i, j, blur),
             "source pasted": identity_cosines(mask * data.crops[j] + (1 - mask) * tgt, data, i, j, blur)}
