@@ -82,12 +82,13 @@ FULL = replace(QUICK, ae_preset="small", ae_steps=3000, ae_batch=64, uncond_batc
 
 def recipe(quick: bool, **overrides) -> LatentRecipe:
     """The quick recipe (the shipped weights) or the full one (a GPU: wider autoencoders, more steps).  With
-    ``DFS_SMOKE=1`` (:mod:`dfs.smoke`) every batch is capped (the trainer caps the steps)."""
+    ``DFS_SMOKE=1`` (:mod:`dfs.smoke`) every batch is capped (the trainer caps the steps), and the test set to
+    4 × ``max_data_items`` digits (the rest of the 1797 go to training, which the trainer caps anyway)."""
     r = replace(QUICK if quick else FULL, **overrides)
     caps = smoke_caps()
     if caps is not None:
         r = replace(r, ae_batch=min(r.ae_batch, caps.max_batch), uncond_batch=min(r.uncond_batch, caps.max_batch),
-                    cond_batch=min(r.cond_batch, caps.max_batch))
+                    cond_batch=min(r.cond_batch, caps.max_batch), n_train=max(r.n_train, 1797 - 4 * caps.max_data_items))
     return r
 
 

@@ -97,9 +97,11 @@ def test_study_grids_are_capped(monkeypatch, smoke_on):
     assert len(train) == len(test) == CAPS.max_data_items
     r = latent_study.recipe(quick=False)
     assert r.ae_preset == "small" and max(r.ae_batch, r.uncond_batch, r.cond_batch) == CAPS.max_batch
+    assert len(latent_study.digits_split(r)["x_test"]) == 4 * CAPS.max_data_items
     monkeypatch.delenv("DFS_SMOKE")
     assert gan_study.StudyConfig().seeds == 10 and elbo_study.study_config(quick=False).n_samples == 1000
     assert latent_study.recipe(quick=False).cond_batch == 128
+    assert len(latent_study.digits_split(latent_study.recipe(quick=False))["x_test"]) == 1797 - 1500
 
 
 def test_smoke_tables_are_labelled_and_kept_out_of_the_results_chapter(monkeypatch, smoke_on, tmp_path):
