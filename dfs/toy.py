@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .diffusion import NoiseSchedule, extract, loss_simple, q_sample
+from .smoke import cap
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -238,6 +239,12 @@ DATASETS: dict[str, Callable] = {
     "gmm": lambda n, g: default_gmm().sample(n, g),
     "grid25": lambda n, g: grid_gmm().sample(n, g),
 }
+
+
+def samples_per_sampler(quick: bool) -> int:
+    """N, the samples notebook 02 draws from each sampler (and of fresh data to compare them with): 1500 in quick
+    mode, 5000 in full mode (MMD reads at most 2000 of them); ``dfs reproduce --smoke`` keeps ``max_data_items``."""
+    return cap(1500 if quick else 5000, "max_data_items")
 
 
 def make_toy(name: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

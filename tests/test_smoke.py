@@ -84,7 +84,7 @@ def test_swap_sampler_runs_the_capped_number_of_steps(monkeypatch, smoke_on):
 
 
 def test_study_grids_are_capped(monkeypatch, smoke_on):
-    from dfs import elbo_study, gan_study, latent_study
+    from dfs import elbo_study, gan_study, latent_study, toy
 
     g = gan_study.StudyConfig()                       # the full study's datasets and variants, few seeds and steps
     assert (g.seeds, g.steps, g.diffusion_steps) == (CAPS.max_seeds, CAPS.max_train_steps, CAPS.max_train_steps)
@@ -98,9 +98,11 @@ def test_study_grids_are_capped(monkeypatch, smoke_on):
     r = latent_study.recipe(quick=False)
     assert r.ae_preset == "small" and max(r.ae_batch, r.uncond_batch, r.cond_batch) == CAPS.max_batch
     assert len(latent_study.digits_split(r)["x_test"]) == 4 * CAPS.max_data_items
+    assert toy.samples_per_sampler(quick=False) == CAPS.max_data_items
     monkeypatch.delenv("DFS_SMOKE")
     assert gan_study.StudyConfig().seeds == 10 and elbo_study.study_config(quick=False).n_samples == 1000
     assert latent_study.recipe(quick=False).cond_batch == 128
+    assert (toy.samples_per_sampler(quick=True), toy.samples_per_sampler(quick=False)) == (1500, 5000)
     assert len(latent_study.digits_split(latent_study.recipe(quick=False))["x_test"]) == 1797 - 1500
 
 
