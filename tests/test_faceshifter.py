@@ -67,7 +67,8 @@ def test_presets_load_and_the_full_one_has_the_papers_widths():
     assert f.gen_channels == (1024, 1024, 1024, 512, 256, 128, 64)
     # z_att^1 ... z_att^8 of the paper's attributes encoder: 1024, 2048, 1024, 512, 256, 128, 64, 64
     assert FS.AttributeEncoder.channels(f.enc_channels) == [1024, 2048, 1024, 512, 256, 128, 64, 64]
-    assert (q.att_weight, q.rec_weight, q.id_weight) == (10, 10, 30)
+    assert (q.att_weight, q.rec_weight, q.id_weight, q.id_center) == (10, 10, 100, True)   # 40 training people
+    assert (f.att_weight, f.rec_weight, f.id_weight, f.id_center) == (10, 10, 30, False)
     assert set(q.model_dict()) == set(FS.MODEL_FIELDS)
     assert load_config("quick", steps=7).steps == 7
 

@@ -19,8 +19,12 @@ reference of the thesis (§1.1.4, ref. [4]), on the aligned crops of :mod:`dfs.s
       L_rec = ½ ‖Ŷ − X_t‖² when X_s = X_t, else 0               (:func:`reconstruction_loss`)
   with the paper's λ_att = λ_rec = 10 and λ_id = 30 instead of its 5: the paper's identity encoder gives cosines
   ≈ 0 between different people, dlib's gives 0.83 ± 0.03 (same person 0.95) on the shared training faces, so
-  1 − cos spans ≈ 0.12 here instead of ≈ 0.7, and λ_id = 5 · 6 keeps the paper's balance of the terms; a fraction
-  ``p_same`` of the pairs has X_s = X_t;
+  1 − cos spans ≈ 0.12 here instead of ≈ 0.7, and λ_id = 5 · 6 keeps the paper's balance of the terms (the full
+  preset's value; the quick preset, trained on 40 people, uses 100); a fraction ``p_same`` of the pairs has
+  X_s = X_t;
+* for the same reason ``id_center`` lets the generator read (z_id − μ)/σ, standardised with the training faces'
+  vectors (:meth:`AEINet.set_identity_statistics`), so the small residual that tells people apart is not drowned
+  by the part all dlib vectors share; the identity loss still compares the raw vectors;
 * discriminator: pix2pixHD's multi-scale PatchGAN (:class:`MultiScaleDiscriminator`, the paper's choice) with
   spectral normalisation (Miyato et al. 2018; thesis §1.1.1) and the hinge loss (Lim & Ye 2017):
       L_D = E[max(0, 1 − D(X))] + E[max(0, 1 + D(Ŷ))],   L_adv = −E[D(Ŷ)]   (:func:`hinge_d_loss`, :func:`hinge_g_loss`)
