@@ -256,13 +256,20 @@ def test_cache_resumes_after_interruption(reference_cache, photos, tmp_path):
     assert not m["complete"] and [s["index"] for s in m["shards"]] == [0, 1]   # [A, A], [corrupt, B] done
     with pytest.raises(ValueError, match="incomplete"):
         load_face_cache(out)
-    (out / "shard_00002_000000000000.npz.tmp").write_bytes(b"half a shard")
+    import subprocess
+    import sys
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    (out / f"shard_00002_000000000000.npz.{finished}.tmp").write_bytes(b"half a shard")  # its writer died
+    (out / "shard_00002_000000000000.npz.tmp").write_bytes(b"half a shard")              # an older name
+    busy = out / f"shard_00002_000000000000.npz.{os.getppid()}.tmp"    # another build, still running
+    busy.write_bytes(b"being written")
     a = _counting_analyzer()
     with pytest.warns(UserWarning, match="wall.png"):
         report = build_face_cache(photos, out, size=64, shard_size=2, progress=False, analyzer=a)
     assert a.calls == 2 and (report.shards_reused, report.shards_built) == (2, 1)    # [no-face, B] only
     assert report.skipped_by_reason == {"unreadable": 1, "no face": 1}
-    assert not list(out.glob("*.tmp"))
+    assert list(out.glob("*.tmp")) == [busy]          # a running build's file is not pulled from under it
     data = load_face_cache(out)
     for k, v in reference_cache[3].items():
         assert np.array_equal(data[k], v), k

@@ -287,6 +287,22 @@ def test_hear_net_starts_as_the_identity_map_and_trains_on_the_heuristic_error(d
     assert hear.final.weight.grad.abs().sum() > 0 and all(p.grad is None for p in aei.parameters())
 
 
+def test_hear_loss_weighs_its_identity_term_by_hear_id_weight(data):
+    # L_HEAR = λ_id' L_id + λ_chg L_chg + λ_rec L_rec (FaceShifter §3.2), λ_id' = hear_id_weight
+    torch.manual_seed(0)
+    aei, hear = FS.AEINet(tiny()).eval(), FS.HEARNet(tiny())
+    torch.nn.init.normal_(hear.final.weight, std=0.1)      # a HEAR-Net that changes Ŷ, so L_chg > 0
+    x, z_t, z_s = data.crops[:3], data.embeddings[:3], data.embeddings[3:6]
+    for weights in ((1.0, 1.0, 10.0), (20.0, 2.0, 5.0)):
+        cfg = tiny(hear_id_weight=weights[0], hear_chg_weight=weights[1], hear_rec_weight=weights[2])
+        out = FS.hear_losses(hear, aei, x, z_s, z_t, data.chip_M[:3], torch.tensor([1.0, 0.0, 1.0]), cfg)
+        assert out["chg"] > 0 and out["rec"] > 0 and out["id"] > 0
+        total = weights[0] * out["id"] + weights[1] * out["chg"] + weights[2] * out["rec"]
+        torch.testing.assert_close(out["loss"], total)
+    with pytest.raises(ValueError, match="loss weights"):
+        tiny(hear_id_weight=-1.0)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # training, resume, checkpoints
 

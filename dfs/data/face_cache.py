@@ -115,8 +115,24 @@ def _fingerprint(path: Path, identity: str | None) -> str:
     return f"{path.resolve()}|{identity}|{size}|{mtime}"
 
 
+def _tmp_name(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process writes (two jobs may build one cache at once)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def _left_by_a_dead_process(tmp: Path) -> bool:
+    """Whether a ``<name>.<pid>.tmp`` file was left by a process that no longer runs (an interrupted build)."""
+    try:
+        os.kill(int(tmp.name.split(".")[-2]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return True
+    except PermissionError:              # alive, another user's
+        return False
+    return False
+
+
 def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_name(path)
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
 
@@ -246,7 +262,7 @@ def build_face_cache(inputs, out_dir: str | os.PathLike, *, size: int = 256, tem
             arrays, skipped = _process_shard(chunk, settings, analyzer, embed_fn)
             name = f"shard_{i:05d}_{key[:12]}.npz"
             if arrays:
-                tmp = out_dir / (name + ".tmp")
+                tmp = _tmp_name(out_dir / name)
                 with open(tmp, "wb") as f:
                     (np.savez_compressed if compress else np.savez)(f, **arrays)
                 os.replace(tmp, out_dir / name)
@@ -260,9 +276,12 @@ def build_face_cache(inputs, out_dir: str | os.PathLike, *, size: int = 256, tem
     bar.close()
     _atomic_write_json(out_dir / MANIFEST, manifest(complete=True))
     keep = {s["file"] for s in shards}
-    for f in [*out_dir.glob("shard_*.npz"), *out_dir.glob("shard_*.npz.tmp")]:  # superseded / half-written
+    for f in out_dir.glob("shard_*.npz"):                    # superseded
         if f.name not in keep:
-            f.unlink()
+            f.unlink(missing_ok=True)
+    for f in out_dir.glob("shard_*.npz*.tmp"):               # half-written by an interrupted build
+        if _left_by_a_dead_process(f):
+            f.unlink(missing_ok=True)
     report.seconds = time.perf_counter() - t0
     return report
 

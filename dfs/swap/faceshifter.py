@@ -32,12 +32,14 @@ reference of the thesis (§1.1.4, ref. [4]), on the aligned crops of :mod:`dfs.s
 **Stage 2, HEAR-Net** (§3.2), trained after AEI-Net, which stays frozen: the heuristic error
 ΔY_t = X_t − AEI-Net(X_t, X_t) shows what AEI-Net cannot reconstruct (occlusions, glasses, hands); HEAR-Net, a
 U-Net, refines Y_{s,t} = HEAR-Net(Ŷ_{s,t}, ΔY_t) and is trained self-supervised with
-      L_HEAR = L_id(Y) + λ_chg |Y − Ŷ|₁ + λ_rec ½‖Y − X_t‖² [X_s = X_t]   (:func:`hear_losses`)
-on targets with synthetic occlusions (patches of other photos, :func:`dfs.swap.faceshifter_train.occlude`).  Here
+      L_HEAR = λ_id' L_id(Y) + λ_chg |Y − Ŷ|₁ + λ_rec ½‖Y − X_t‖² [X_s = X_t]   (:func:`hear_losses`)
+(the paper: λ_id' = 1, ``hear_id_weight``; with dlib's narrow cosine range it needs the rescaling λ_id got, or
+HEAR-Net learns to copy the target's face back from ΔY_t, which carries the target's identity wherever AEI-Net
+reconstructs it poorly) on targets with synthetic occlusions (patches of other photos, :func:`dfs.swap.faceshifter_train.occlude`).  Here
 HEAR-Net predicts a residual on Ŷ (last layer zero at initialisation, so it starts as the identity map and
 L_chg = 0), which a short CPU run needs more than the 256-px original.
 
-Configuration: :class:`FaceShifterConfig`, YAML presets ``faceshifter_quick.yaml`` (32 px, trains on a CPU) and
+Configuration: :class:`FaceShifterConfig`, YAML presets ``faceshifter_quick.yaml`` (64 px, trains on a CPU) and
 ``faceshifter_full.yaml`` (256 px, the paper's widths, GPU).  Training: :mod:`dfs.swap.faceshifter_train`
 (``dfs train-swap --model faceshifter``); :class:`FaceShifterSwap` is the pipeline's method ("faceshifter").
 """
@@ -90,6 +92,7 @@ class FaceShifterConfig:
     id_weight: float = 30.0                # the paper's 5 rescaled to dlib's cosine range (module docstring)
     rec_weight: float = 10.0
     p_same: float = 0.2                    # fraction of AEI-Net pairs with X_s = X_t (the reconstruction case)
+    hear_id_weight: float = 1.0            # HEAR-Net's λ_id (the paper's 1; dlib's cosines need it rescaled, as id_weight)
     hear_chg_weight: float = 1.0
     hear_rec_weight: float = 10.0
     hear_p_same: float = 0.5
@@ -140,7 +143,7 @@ class FaceShifterConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if min(self.adv_weight, self.att_weight, self.id_weight, self.rec_weight, self.hear_chg_weight,
-               self.hear_rec_weight) < 0:
+               self.hear_rec_weight, self.hear_id_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.template not in ("ffhq", "arcface"):
             raise ValueError(f"template must be 'ffhq' or 'arcface', got {self.template!r}")
@@ -522,7 +525,8 @@ def heuristic_error(aei: AEINet, x_t, z_t) -> torch.Tensor:
 
 
 def hear_losses(hear: HEARNet, aei: AEINet, x_t, z_s, z_t, chip_M, same_weight, config: FaceShifterConfig) -> dict:
-    """L_HEAR = L_id + λ_chg L_chg + λ_rec L_rec on a batch (AEI-Net frozen; module docstring)."""
+    """L_HEAR = λ_id' L_id + λ_chg L_chg + λ_rec L_rec on a batch (FaceShifter §3.2; AEI-Net frozen; module
+    docstring)."""
 
     with torch.no_grad():
         y_hat = aei(x_t, z_s)[0]
@@ -531,7 +535,7 @@ def hear_losses(hear: HEARNet, aei: AEINet, x_t, z_s, z_t, chip_M, same_weight, 
     ident = identity_loss(identity_of_crops(y, chip_M), z_s)
     chg = change_loss(y, y_hat)
     rec = reconstruction_loss(y, x_t, same_weight)
-    loss = ident + config.hear_chg_weight * chg + config.hear_rec_weight * rec
+    loss = config.hear_id_weight * ident + config.hear_chg_weight * chg + config.hear_rec_weight * rec
     return {"loss": loss, "id": ident, "chg": chg, "rec": rec}
 
 
