@@ -257,6 +257,29 @@ def test_pair_sampler_same_fraction_and_target_geometry(data):
     torch.testing.assert_close(a[0], b[0])
 
 
+def test_identity_jitter_moves_unit_vectors_by_the_asked_norm_in_every_direction(data):
+    z = unit(2000, seed=3)
+    g = torch.Generator().manual_seed(0)
+    assert FT.jitter_identity(z, 0.0, g) is z
+    moved = FT.jitter_identity(z, 0.3, g)
+    torch.testing.assert_close(moved.norm(dim=1), torch.ones(2000))
+    offset = (moved * (1 + 0.3 ** 2) ** 0.5) - z            # before normalisation ‖z + ε‖ ≈ √(1 + 0.3²)
+    assert offset.norm(dim=1).mean().item() == pytest.approx(0.3, rel=0.05)
+    # isotropic: the offset's mean square is the same along every coordinate (128 of them)
+    per_axis = (offset ** 2).mean(0) * 128 / 0.3 ** 2
+    assert 0.85 < per_axis.min() and per_axis.max() < 1.15
+    s = FT.PairSampler(data, 200, p_same=0.3, id_jitter=0.3)
+    x_t, z_s, chip, w, z_t = s(0, torch.Generator().manual_seed(0))
+    same = w > 0
+    torch.testing.assert_close(z_s[same], z_t[same])        # the reconstruction pairs keep X_t's own vector
+    plain = FT.PairSampler(data, 200, p_same=0.3)(0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x_t, plain[0])               # same pairs drawn as without jitter
+    cos = (z_s[~same] * plain[1][~same]).sum(1)
+    assert (cos < 0.999).all() and cos.mean() > 0.9         # moved, not replaced
+    with pytest.raises(ValueError, match="id_jitter"):
+        tiny(id_jitter=-0.1)
+
+
 def test_occlusions_are_patches_of_other_photos():
     x, others = torch.zeros(6, 3, 32, 32), torch.ones(6, 3, 32, 32)
     torch.testing.assert_close(FT.occlude(x, others, torch.Generator().manual_seed(0), 0.0), x)

@@ -92,6 +92,8 @@ class FaceShifterConfig:
     id_weight: float = 30.0                # the paper's 5 rescaled to dlib's cosine range (module docstring)
     rec_weight: float = 10.0
     p_same: float = 0.2                    # fraction of AEI-Net pairs with X_s = X_t (the reconstruction case)
+    id_jitter: float = 0.0                 # AEI-Net's other pairs: z_id(X_s) moved by a random offset of this norm
+                                           # (faceshifter_train.jitter_identity); 0: the paper's sampling
     hear_id_weight: float = 1.0            # HEAR-Net's λ_id (the paper's 1; dlib's cosines need it rescaled, as id_weight)
     hear_chg_weight: float = 1.0
     hear_rec_weight: float = 10.0
@@ -142,6 +144,8 @@ class FaceShifterConfig:
         for name in ("p_same", "hear_p_same", "hear_occlusion"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.id_jitter < 0:
+            raise ValueError(f"id_jitter is a norm and must be >= 0, got {self.id_jitter}")
         if min(self.adv_weight, self.att_weight, self.id_weight, self.rec_weight, self.hear_chg_weight,
                self.hear_rec_weight, self.hear_id_weight) < 0:
             raise ValueError("loss weights must be >= 0")

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from dfs.data.faces import resolved_data
 from dfs.swap.config import check_compatible
@@ -51,16 +52,30 @@ def occlude(x: torch.Tensor, others: torch.Tensor, generator: torch.Generator, p
     return out
 
 
+def jitter_identity(z: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """(z + scale · n / √d) / ‖·‖ with n ~ N(0, I_d): unit identity vectors moved by a random offset of norm ≈
+    ``scale`` in every direction of the d-dimensional space.  Forty training people span at most forty of dlib's
+    128 directions; a generator that only ever sees them never learns what the other directions do to a face,
+    which is where a new person's vector differs."""
+    if scale == 0:
+        return z
+    n = torch.randn(z.shape, generator=generator, dtype=z.dtype)
+    return F.normalize(z + scale * n / z.shape[-1] ** 0.5, dim=-1)
+
+
 class PairSampler:
     """``data(step, generator)`` for the Trainer: (X_t, z_id(X_s), chip matrix of X_t, w, z_id(X_t)), with X_t
     and X_s uniform over ``faces`` (a :class:`dfs.swap.data.SwapData`) and X_s = X_t with probability
     ``p_same``; w: the reconstruction weights of the same-person pairs (:func:`~dfs.swap.faceshifter.same_pair_weights`,
-    over the whole batch); ``occlusion``: the probability of a synthetic occlusion on X_t (HEAR-Net's stage)."""
+    over the whole batch); ``occlusion``: the probability of a synthetic occlusion on X_t (HEAR-Net's stage);
+    ``id_jitter``: the source vectors of the other pairs are moved by :func:`jitter_identity` (the same-person
+    pairs keep z_id(X_t), which their reconstruction loss needs)."""
 
-    def __init__(self, faces, batch_size: int, p_same: float, occlusion: float = 0.0):
+    def __init__(self, faces, batch_size: int, p_same: float, occlusion: float = 0.0, id_jitter: float = 0.0):
         if len(faces) < 2:
             raise ValueError(f"FaceShifter needs at least 2 training faces, got {len(faces)}")
         self.faces, self.batch_size, self.p_same, self.occlusion = faces, int(batch_size), p_same, occlusion
+        self.id_jitter = id_jitter
 
     def __call__(self, step: int, generator: torch.Generator):
         f, B = self.faces, self.batch_size
@@ -72,7 +87,10 @@ class PairSampler:
         if self.occlusion > 0:
             k = torch.randint(0, len(f), (B,), generator=generator)
             x_t = occlude(x_t, f.crops[k], generator, self.occlusion)
-        return x_t, f.embeddings[j], f.chip_M[i], same_pair_weights(same), f.embeddings[i]
+        z_s = f.embeddings[j]
+        if self.id_jitter > 0:
+            z_s = torch.where(same[:, None], z_s, jitter_identity(z_s, self.id_jitter, generator))
+        return x_t, z_s, f.chip_M[i], same_pair_weights(same), f.embeddings[i]
 
 
 def aei_step(trainer, batch, step: int) -> dict:
@@ -119,8 +137,8 @@ def train_aei(cfg: FaceShifterConfig, data, root: Path, progress: bool = True, s
             "d": torch.optim.Adam(gan.disc.parameters(), lr=cfg.lr_d, betas=betas)}
     tcfg = _train_config(cfg, folder, cfg.steps, cfg.lr_g, progress, stage="aei")
     tcfg.wandb_project = wandb_project
-    trainer = Trainer(gan, None, PairSampler(data, cfg.batch_size, cfg.p_same), tcfg, optimizers=opts,
-                      step_fn=step_fn or aei_step, ema_module="aei")
+    trainer = Trainer(gan, None, PairSampler(data, cfg.batch_size, cfg.p_same, id_jitter=cfg.id_jitter), tcfg,
+                      optimizers=opts, step_fn=step_fn or aei_step, ema_module="aei")
     trainer.fit()
     if trainer._wandb is not None:      # a grid of swaps of training pairs and their identity cosines
         score = identity_score(trainer.ema_model, data, n=min(8, len(data)))
