@@ -164,6 +164,40 @@ def test_a_centred_identity_input_standardises_the_training_vectors_and_ships_wi
     assert not hasattr(FS.AEINet(tiny()), "id_mean")           # old checkpoints: no buffers, z_id unchanged
 
 
+def test_random_views_blur_and_shift_the_chip_only(data):
+    from dfs.faces.identity_chips import random_view
+    x = torch.zeros(2, 3, 32, 32)
+    x[..., ::2, ::2], x[..., 1::2, 1::2] = 1.0, 1.0            # a checkerboard: all its energy at the top frequency
+    M = data.chip_M[:2]
+    for seed in range(5):
+        v, Mv = random_view(x, M, torch.Generator().manual_seed(seed))
+        inner = v[..., 8:-8, 8:-8]
+        assert inner.mean().item() == pytest.approx(0.5, abs=1e-4)                      # the mean survives a blur
+        assert (inner - 0.5).abs().max() < 0.5 * (x[..., 8:-8, 8:-8] - 0.5).abs().max()  # the pattern does not
+        torch.testing.assert_close(Mv[:, :, :2], M[:, :, :2])                          # the chip's shape is kept
+        shift = Mv[:, :, 2] - M[:, :, 2]
+        assert shift.abs().max() <= 2 and torch.allclose(shift[0], shift[1], atol=1e-5)  # one shift for the batch
+        again = random_view(x, M, torch.Generator().manual_seed(seed))
+        assert torch.equal(again[0], v) and torch.equal(again[1], Mv)
+
+
+def test_aei_identity_loss_is_the_papers_or_its_mean_over_random_views(data):
+    y = data.crops[:3].clone().requires_grad_(True)
+    z_s, chip = data.embeddings[3:6], data.chip_M[:3]
+    sharp = FS.aei_identity_loss(y, chip, z_s, views=0)
+    torch.testing.assert_close(sharp, FS.identity_loss(FS.identity_of_crops(y, chip), z_s))
+    torch.manual_seed(7)
+    viewed = FS.aei_identity_loss(y, chip, z_s, views=3)
+    torch.manual_seed(7)                                        # the same draws, one view at a time
+    by_hand = [FS.identity_loss(FS.identity_of_crops(*FS.random_view(y, chip)), z_s) for _ in range(3)]
+    torch.testing.assert_close(viewed, sum(by_hand) / 3)
+    assert abs(viewed.item() - sharp.item()) > 1e-4             # the views do change what ID reads
+    viewed.backward()
+    assert y.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="id_views"):
+        tiny(id_views=-1)
+
+
 def test_discriminator_is_multiscale_patchgan_with_spectral_norm():
     d = FS.MultiScaleDiscriminator(8, 2, 3)
     logits = d(torch.randn(2, 3, 32, 32))

@@ -72,6 +72,19 @@ def identity_of_crops(x: torch.Tensor, chip_M: torch.Tensor, encoder=None) -> to
     return enc.embed(chips.clamp(0, 1))
 
 
+def random_view(x: torch.Tensor, chip_M: torch.Tensor, generator: torch.Generator | None = None):
+    """(x blurred, chip matrices shifted): one random view of a batch of crops for :func:`identity_of_crops`, a
+    Gaussian blur of σ ~ U(0.5, 1.5) crop pixels and a shift of the chip by U(−2, 2) chip pixels, both shared by
+    the batch.  Averaging an identity score over such views is an expectation over transformations (Athalye et al.
+    2018, eq. 1): a pixel pattern that only the sharp, exactly placed chip reads cannot raise it."""
+    import torchvision.transforms.functional as TF
+
+    sigma = float(torch.empty(()).uniform_(0.5, 1.5, generator=generator))
+    shift = torch.empty(2).uniform_(-2.0, 2.0, generator=generator).to(chip_M)
+    x = TF.gaussian_blur(x, 2 * math.ceil(2 * sigma) + 1, sigma)
+    return x, torch.cat([chip_M[:, :, :2], chip_M[:, :, 2:] + shift[:, None]], dim=2)
+
+
 class FaceEmbedder:
     """(photo, detected face) -> unit identity vector, for any :class:`~dfs.faces.identity.IdentityEncoder`.
 

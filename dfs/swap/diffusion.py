@@ -62,7 +62,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torchvision.transforms.functional as TF
 
 from dfs.diffusion import (NoiseSchedule, ddim_sample, ddim_timesteps, extract, ilvr_refine, predict_eps_from_v,
                            predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v, q_sample, sample_timesteps,
@@ -72,7 +71,7 @@ from dfs.device import batch_randn
 from dfs.data.faces import resolved_data
 from dfs.faces.align import IBUG68_GROUPS
 from dfs.faces.identity_chips import (CHIP_PADDING, CHIP_SIZE, FaceEmbedder, chip_matrices, chip_matrix,  # noqa: F401
-                                      identity_encoder, identity_of_crops)
+                                      identity_encoder, identity_of_crops, random_view)
 from dfs.latent import EmbeddingTokens, cfg_eps, drop_condition
 from dfs.swap.concept import Concept, check_base, load_concept
 from dfs.swap.config import SamplerOptions, SwapConfig, check_compatible, config_from_dict, load_config
@@ -306,17 +305,11 @@ def identity_guided(eps_fn, model: SwapDiffusion, target, mask, embedding, chip_
     sched = model.schedule
     rng = torch.Generator().manual_seed(0)
 
-    def view(x0, M):
-        sigma = float(torch.empty(()).uniform_(0.5, 1.5, generator=rng))
-        shift = torch.empty(2).uniform_(-2.0, 2.0, generator=rng).to(M)
-        x0 = TF.gaussian_blur(x0, 2 * math.ceil(2 * sigma) + 1, sigma)
-        return x0, torch.cat([M[:, :, :2], M[:, :, 2:] + shift[:, None]], dim=2)
-
     def cosine(x0):
         composite = mask * x0 + (1 - mask) * target
         if views == 0:
             return (identity_of_crops(composite, chip_M) * embedding.float()).sum()
-        return sum((identity_of_crops(*view(composite, chip_M)) * embedding.float()).sum()
+        return sum((identity_of_crops(*random_view(composite, chip_M, rng)) * embedding.float()).sum()
                    for _ in range(views)) / views
 
     def eps(x, t):

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from dfs.faces.identity_chips import FaceEmbedder, identity_encoder, identity_of_crops
+from dfs.faces.identity_chips import FaceEmbedder, identity_encoder, identity_of_crops, random_view
 from dfs.swap.config import check_compatible, load_yaml_config, resolve_checkpoint_dir
 from dfs.swap.data import to_unit
 from dfs.swap.config import config_from_dict as _config_from_dict
@@ -92,6 +92,8 @@ class FaceShifterConfig:
     id_weight: float = 30.0                # the paper's 5 rescaled to dlib's cosine range (module docstring)
     rec_weight: float = 10.0
     p_same: float = 0.2                    # fraction of AEI-Net pairs with X_s = X_t (the reconstruction case)
+    id_views: int = 0                      # L_id averaged over this many random blurred, shifted views of Ŷ
+                                           # (identity_chips.random_view); 0: on Ŷ itself, as the paper
     id_jitter: float = 0.0                 # AEI-Net's other pairs: z_id(X_s) moved by a random offset of this norm
                                            # (faceshifter_train.jitter_identity); 0: the paper's sampling
     hear_id_weight: float = 1.0            # HEAR-Net's λ_id (the paper's 1; dlib's cosines need it rescaled, as id_weight)
@@ -144,6 +146,8 @@ class FaceShifterConfig:
         for name in ("p_same", "hear_p_same", "hear_occlusion"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.id_views < 0:
+            raise ValueError(f"id_views is a count and must be >= 0, got {self.id_views}")
         if self.id_jitter < 0:
             raise ValueError(f"id_jitter is a norm and must be >= 0, got {self.id_jitter}")
         if min(self.adv_weight, self.att_weight, self.id_weight, self.rec_weight, self.hear_chg_weight,
@@ -421,6 +425,16 @@ def identity_loss(z_result: torch.Tensor, z_source: torch.Tensor) -> torch.Tenso
     return (1 - F.cosine_similarity(z_result.float(), z_source.float(), dim=-1)).mean()
 
 
+def aei_identity_loss(y: torch.Tensor, chip_M: torch.Tensor, z_source: torch.Tensor, views: int = 0) -> torch.Tensor:
+    """L_id of AEI-Net: :func:`identity_loss` on Ŷ (``views`` = 0, the paper), or its mean over ``views`` random
+    views of Ŷ (:func:`dfs.faces.identity_chips.random_view`, drawn from the global generator, which the Trainer
+    seeds per step): E_v[1 − cos(z_id(v(Ŷ)), z_id(X_s))], an expectation over transformations (Athalye et al.
+    2018, eq. 1) that a pattern only the sharp chip reads cannot lower."""
+    if views == 0:
+        return identity_loss(identity_of_crops(y, chip_M), z_source)
+    return sum(identity_loss(identity_of_crops(*random_view(y, chip_M)), z_source) for _ in range(views)) / views
+
+
 def attribute_loss(z_att_result: list, z_att_target: list) -> torch.Tensor:
     """L_att = ½ Σ_k mean((z_att^k(Ŷ) − z_att^k(X_t))²), the mean over batch, channels and pixels of each level."""
     return 0.5 * sum(((a.float() - b.float()) ** 2).mean() for a, b in zip(z_att_result, z_att_target))
@@ -479,7 +493,7 @@ class FaceShifterGAN(nn.Module):
             adv = hinge_g_loss(self.disc(y))
         finally:
             self.disc.requires_grad_(True)
-        ident = identity_loss(identity_of_crops(y, chip_M), z_s)
+        ident = aei_identity_loss(y, chip_M, z_s, cfg.id_views)
         att = attribute_loss(self.aei.encoder(y), z_att)
         rec = reconstruction_loss(y, x_t, same_weight)
         loss = cfg.adv_weight * adv + cfg.att_weight * att + cfg.id_weight * ident + cfg.rec_weight * rec
