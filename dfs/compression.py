@@ -310,8 +310,8 @@ def fine_tune(kind: str, model, steps: int, data=None, seed: int = 0, wandb_proj
                            grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, seed=seed,
                            log_every=max(1, min(25, steps)), progress=progress, wandb_project=wandb_project,
                            extra={"faceshifter_config": cfg.to_dict(), "stage": "aei", **(extra or {})})
-        trainer = Trainer(gan, None, PairSampler(data, cfg.batch_size, cfg.p_same), tcfg, optimizers=opts,
-                          step_fn=aei_step, ema_module="aei")
+        trainer = Trainer(gan, None, PairSampler(data, cfg.batch_size, cfg.p_same, id_jitter=cfg.id_jitter), tcfg,
+                          optimizers=opts, step_fn=aei_step, ema_module="aei")    # the model's own training pairs
     if steps > 0:
         trainer.fit()
     return trainer.ema_model.eval(), trainer
